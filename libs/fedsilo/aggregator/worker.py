@@ -1,0 +1,156 @@
+"""An aggregator replica: lease a shard, combine its coordinate range, complete it.
+
+Workers hold no state between shards; the scheduler re-leases a shard whose worker dies or
+stalls, and only the first completion under the current lease counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+from pydantic import TypeAdapter
+
+from fedsilo.algorithms.aggregate import Vector, normalized_weights
+from fedsilo.algorithms.registry import AlgorithmParams, server_optimizer
+from fedsilo.modelstore.client import ModelStoreClient
+from fedsilo.telemetry import AGGREGATED_BYTES, SHARD_SECONDS, SHARDS_COMPLETED
+from fedsilo.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
+
+log = logging.getLogger("fedsilo.aggregator")
+
+_ALGORITHM = TypeAdapter(AlgorithmParams)
+
+ReadRange = Callable[[str, int, int], bytes]
+WriteBlob = Callable[[bytes], str]
+
+
+class ShardInputError(ValueError):
+    """An input of the shard does not have the expected length or values."""
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    weights: str
+    server_state: dict[str, str]
+    input_bytes: int
+
+
+def _read_vector(read: ReadRange, digest: str, begin: int, end: int, what: str) -> Vector:
+    data = read(digest, begin * 4, (end - begin) * 4)
+    if len(data) != (end - begin) * 4:
+        raise ShardInputError(f"{what} {digest[:12]}: got {len(data)} bytes for [{begin}, {end})")
+    return np.frombuffer(data, dtype="<f4")
+
+
+def combine_shard(shard: aggregator_pb2.Shard, read: ReadRange, write: WriteBlob) -> ShardResult:
+    """Weighted mean of the clients' deltas over [begin, end), then the server optimizer step.
+
+    Updates are accumulated one at a time into one buffer, so memory is a few shard-sized
+    vectors whatever the number of clients.
+    """
+    begin, end = shard.begin, shard.end
+    if end <= begin:
+        raise ShardInputError(f"empty shard range [{begin}, {end})")
+    inputs = sorted(shard.inputs, key=lambda item: item.client_id)  # deterministic sum order
+    if not inputs:
+        raise ShardInputError(f"shard {shard.shard_id} has no inputs")
+    weights = normalized_weights([item.num_examples for item in inputs])
+    delta = np.zeros(end - begin, dtype=np.float32)
+    scratch = np.empty_like(delta)
+    for item, weight in zip(inputs, weights, strict=True):
+        update = _read_vector(read, item.digest, begin, end, f"update of {item.client_id}")
+        np.multiply(update, np.float32(weight), out=scratch)
+        delta += scratch
+    base = _read_vector(read, shard.base_digest, begin, end, "global model")
+    optimizer = server_optimizer(_ALGORITHM.validate_python(json.loads(shard.algorithm_json)))
+    if shard.server_state:
+        state = {
+            name: _read_vector(read, shard.server_state[name], begin, end, f"state {name}").copy()
+            for name in optimizer.state_names
+        }
+    else:
+        state = optimizer.initial_state(end - begin)
+    new_weights, new_state = optimizer.step(base, delta, state)
+    return ShardResult(
+        weights=write(new_weights.astype("<f4").tobytes()),
+        server_state={
+            name: write(value.astype("<f4").tobytes()) for name, value in new_state.items()
+        },
+        input_bytes=(len(inputs) + 1 + len(state)) * (end - begin) * 4,
+    )
+
+
+class AggregatorWorker:
+    def __init__(
+        self,
+        worker_id: str,
+        queue: aggregator_pb2_grpc.AggregationQueueStub,
+        models: ModelStoreClient,
+        poll_s: float = 5.0,
+    ) -> None:
+        self.worker_id = worker_id
+        self._queue = queue
+        self._models = models
+        self._poll_s = poll_s
+
+    def _read(self, digest: str, offset: int, length: int) -> bytes:
+        return self._models.download(digest, offset, length)
+
+    def _write(self, data: bytes) -> str:
+        return self._models.upload(data, dtype="float32").ref.digest
+
+    def run_once(self) -> bool:
+        """Lease and combine one shard; False when none was waiting."""
+        response = self._queue.LeaseShard(
+            aggregator_pb2.LeaseShardRequest(worker_id=self.worker_id, wait_s=self._poll_s),
+            timeout=self._poll_s + 10,
+        )
+        if not response.has_shard:
+            return False
+        shard = response.shard
+        start = time.perf_counter()
+        try:
+            result = combine_shard(shard, self._read, self._write)
+        except (ShardInputError, grpc.RpcError) as error:
+            # Leave the lease to expire: another replica (or a later try) takes the shard.
+            log.error("shard %s: %s", shard.shard_id, error)
+            return True
+        seconds = time.perf_counter() - start
+        accepted = self._queue.CompleteShard(
+            aggregator_pb2.CompleteShardRequest(
+                shard_id=shard.shard_id,
+                lease_id=shard.lease_id,
+                worker_id=self.worker_id,
+                weights=common_pb2.BlobRef(digest=result.weights),
+                server_state=result.server_state,
+                seconds=seconds,
+            )
+        ).accepted
+        SHARD_SECONDS.labels(self.worker_id).observe(seconds)
+        SHARDS_COMPLETED.labels(self.worker_id).inc()
+        AGGREGATED_BYTES.labels(self.worker_id).inc(result.input_bytes)
+        log.info(
+            "shard %s [%d, %d): %d inputs in %.3fs%s",
+            shard.shard_id,
+            shard.begin,
+            shard.end,
+            len(shard.inputs),
+            seconds,
+            "" if accepted else " (not needed)",
+        )
+        return True
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except grpc.RpcError as error:
+                log.warning("scheduler unreachable (%s); retrying", error.code().name)
+                stop.wait(1.0)

@@ -1,0 +1,281 @@
+"""One institution's client agent. Raw data is read here and never leaves this process: only
+model deltas (to the model store) and evaluation metrics (to the scheduler) go out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import torch
+
+from fedsilo import __version__
+from fedsilo.algorithms.registry import proximal_mu
+from fedsilo.data import SiteConfig, TabularData, load_tabular
+from fedsilo.jobs import JobSpec
+from fedsilo.learning import build_model, evaluate, flatten, load_flat, manifest, train_local
+from fedsilo.modelstore.client import ModelStoreClient
+from fedsilo.telemetry import LOCAL_TRAIN_SECONDS, TASKS, UPDATE_BYTES
+from fedsilo.v1 import (
+    common_pb2,
+    registry_pb2,
+    registry_pb2_grpc,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
+
+log = logging.getLogger("fedsilo.client")
+
+_KIND_NAMES = {
+    scheduler_pb2.TASK_KIND_INITIALIZE: "initialize",
+    scheduler_pb2.TASK_KIND_TRAIN: "train",
+    scheduler_pb2.TASK_KIND_EVALUATE: "evaluate",
+}
+
+
+class TaskDeclined(Exception):
+    """This site cannot or will not do the task; the reason goes to the operator."""
+
+
+def local_seed(job_seed: int, round_: int, site: str) -> int:
+    """Distinct, reproducible sampling per (job, round, site); independent of PYTHONHASHSEED."""
+    return (job_seed * 7919 + round_ * 104_729 + zlib.crc32(site.encode())) & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    registry: registry_pb2_grpc.RegistryStub
+    scheduler: scheduler_pb2_grpc.SchedulerStub
+    models: ModelStoreClient
+
+
+class ClientAgent:
+    def __init__(self, config: SiteConfig, plane: ControlPlane, poll_s: float = 10.0) -> None:
+        self.site = config.site
+        self._config = config
+        self._plane = plane
+        self._poll_s = poll_s
+        self._data: dict[str, TabularData] = {}
+        self._models: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.client_id = ""
+        self._heartbeat_s = 2.0
+
+    # data and models -----------------------------------------------------------------------
+    def dataset(self, name: str) -> TabularData:
+        if name not in self._data:
+            try:
+                spec = self._config.dataset(name)
+            except KeyError as error:
+                raise TaskDeclined(str(error.args[0]) if error.args else str(error)) from None
+            self._data[name] = load_tabular(spec)
+        return self._data[name]
+
+    def capabilities(self) -> registry_pb2.Capabilities:
+        datasets = []
+        for name in sorted(self._config.datasets):
+            data = self.dataset(name)
+            datasets.append(
+                registry_pb2.DatasetInfo(
+                    name=name,
+                    num_train=data.num_train,
+                    num_test=data.num_test,
+                    num_features=data.num_features,
+                )
+            )
+        return registry_pb2.Capabilities(
+            cores=os.cpu_count() or 1,
+            gpu=torch.cuda.is_available(),
+            datasets=datasets,
+            agent_version=__version__,
+        )
+
+    def _global_vector(self, digest: str) -> np.ndarray:
+        if digest not in self._models:
+            self._models[digest] = np.frombuffer(self._plane.models.download(digest), "<f4")
+            while len(self._models) > 2:
+                self._models.popitem(last=False)
+        return self._models[digest]
+
+    def _model_for(
+        self, spec: JobSpec, data: TabularData, task: scheduler_pb2.Task
+    ) -> torch.nn.Module:
+        model = build_model(spec.model, data.num_features, seed=spec.seed)
+        expected = task.manifest.num_parameters
+        vector = self._global_vector(task.model_version)
+        if vector.size != expected:
+            raise TaskDeclined(
+                f"global model has {vector.size} parameters but the manifest says {expected}"
+            )
+        try:
+            load_flat(model, vector)
+        except ValueError as error:
+            raise TaskDeclined(f"the global model does not fit this site's data: {error}") from None
+        return model
+
+    # tasks ---------------------------------------------------------------------------------
+    def handle(self, task: scheduler_pb2.Task) -> None:
+        kind = _KIND_NAMES.get(task.kind, "unknown")
+        try:
+            spec = JobSpec.from_json(task.job_spec_json)
+            if task.kind == scheduler_pb2.TASK_KIND_INITIALIZE:
+                self._initialize(task, spec)
+            elif task.kind == scheduler_pb2.TASK_KIND_TRAIN:
+                self._train(task, spec)
+            elif task.kind == scheduler_pb2.TASK_KIND_EVALUATE:
+                self._evaluate(task, spec)
+            else:
+                raise TaskDeclined(f"unknown task kind {task.kind}")
+            TASKS.labels(self.site, kind, "done").inc()
+        except TaskDeclined as reason:
+            TASKS.labels(self.site, kind, "declined").inc()
+            log.warning("declining %s task for job %s: %s", kind, task.job_id, reason)
+            self._plane.scheduler.DeclineTask(
+                scheduler_pb2.DeclineTaskRequest(
+                    client_id=self.client_id,
+                    task_id=task.task_id,
+                    reason=f"{self.site}: {reason}",
+                )
+            )
+        except grpc.RpcError as error:
+            TASKS.labels(self.site, kind, "refused").inc()
+            log.warning(
+                "%s task for job %s round %d refused: %s %s",
+                kind,
+                task.job_id,
+                task.round,
+                error.code().name,
+                error.details(),
+            )
+
+    def _initialize(self, task: scheduler_pb2.Task, spec: JobSpec) -> None:
+        data = self.dataset(spec.dataset)
+        model = build_model(spec.model, data.num_features, seed=spec.seed)
+        vector = flatten(model)
+        entries = manifest(model)
+        info = self._plane.models.upload(vector.tobytes(), dtype="float32")
+        self._plane.scheduler.SubmitUpdate(
+            scheduler_pb2.SubmitUpdateRequest(
+                client_id=self.client_id,
+                task_id=task.task_id,
+                job_id=task.job_id,
+                round=task.round,
+                update=info.ref,
+                num_examples=data.num_train,
+                manifest=common_pb2.ModelManifest(
+                    tensors=[
+                        common_pb2.TensorEntry(name=e.name, shape=list(e.shape)) for e in entries
+                    ],
+                    num_parameters=int(vector.size),
+                ),
+            )
+        )
+        log.info("job %s: initial model (%d parameters) submitted", task.job_id, vector.size)
+
+    def _train(self, task: scheduler_pb2.Task, spec: JobSpec) -> None:
+        data = self.dataset(spec.dataset)
+        model = self._model_for(spec, data, task)
+        start_vector = self._global_vector(task.model_version)
+        mu = proximal_mu(spec.algorithm)
+        global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
+        start = time.perf_counter()
+        result = train_local(
+            model,
+            data,
+            steps=spec.local_steps,
+            batch_size=spec.batch_size,
+            learning_rate=spec.learning_rate,
+            optimizer=spec.optimizer,
+            seed=local_seed(spec.seed, task.round, self.site),
+            proximal_mu=mu,
+            global_params=global_params,
+        )
+        LOCAL_TRAIN_SECONDS.labels(self.site).observe(time.perf_counter() - start)
+        delta = (flatten(model) - start_vector).astype("<f4")
+        info = self._plane.models.upload(delta.tobytes(), dtype="float32")
+        UPDATE_BYTES.labels(self.site).inc(info.ref.size)
+        self._plane.scheduler.SubmitUpdate(
+            scheduler_pb2.SubmitUpdateRequest(
+                client_id=self.client_id,
+                task_id=task.task_id,
+                job_id=task.job_id,
+                round=task.round,
+                model_version=task.model_version,
+                update=info.ref,
+                num_examples=result.num_examples,
+                metrics={"train_loss": result.mean_loss},
+            )
+        )
+        log.info(
+            "job %s round %d: trained %d steps on %d examples, loss %.4f",
+            task.job_id,
+            task.round,
+            result.steps,
+            result.num_examples,
+            result.mean_loss,
+        )
+
+    def _evaluate(self, task: scheduler_pb2.Task, spec: JobSpec) -> None:
+        data = self.dataset(spec.dataset)
+        model = self._model_for(spec, data, task)
+        result = evaluate(model, data.x_test, data.y_test)
+        self._plane.scheduler.ReportEvaluation(
+            scheduler_pb2.ReportEvaluationRequest(
+                client_id=self.client_id,
+                task_id=task.task_id,
+                job_id=task.job_id,
+                round=task.round,
+                model_version=task.model_version,
+                num_examples=result.num_examples,
+                metrics={"accuracy": result.accuracy, "loss": result.loss},
+            )
+        )
+
+    # lifecycle -----------------------------------------------------------------------------
+    def enroll(self) -> None:
+        response = self._plane.registry.Enroll(
+            registry_pb2.EnrollRequest(site=self.site, capabilities=self.capabilities()),
+            timeout=30,
+            wait_for_ready=True,
+        )
+        self.client_id = response.client_id
+        self._heartbeat_s = response.heartbeat_interval_s or self._heartbeat_s
+        log.info("enrolled as %s", self.client_id)
+
+    def _heartbeats(self, stop: threading.Event) -> None:
+        while not stop.wait(self._heartbeat_s):
+            try:
+                self._plane.registry.Heartbeat(
+                    registry_pb2.HeartbeatRequest(client_id=self.client_id), timeout=10
+                )
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    log.warning("registry forgot this client; enrolling again")
+                    self.enroll()
+                else:
+                    log.warning("heartbeat failed: %s", error.code().name)
+
+    def run(self, stop: threading.Event) -> None:
+        self.enroll()
+        beat = threading.Thread(
+            target=self._heartbeats, args=(stop,), name="heartbeat", daemon=True
+        )
+        beat.start()
+        while not stop.is_set():
+            try:
+                task = self._plane.scheduler.WaitForTask(
+                    scheduler_pb2.WaitForTaskRequest(client_id=self.client_id, wait_s=self._poll_s),
+                    timeout=self._poll_s + 10,
+                )
+            except grpc.RpcError as error:
+                log.warning("scheduler unreachable (%s); retrying", error.code().name)
+                stop.wait(1.0)
+                continue
+            if task.kind != scheduler_pb2.TASK_KIND_NONE:
+                self.handle(task)
+        beat.join(timeout=5)

@@ -1,0 +1,101 @@
+"""Fed-Heart-Disease: the reference federation of four hospitals, preprocessed as FLamby does.
+
+FLamby (NeurIPS 2022 Datasets and Benchmarks): drop slope, ca and thal; drop rows with a
+missing value; label num > 0; one-hot cp and restecg without their first level (13 features);
+a stratified 66/34 split per hospital; each hospital standardised by its own training split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedsilo.algorithms import AlgorithmParams
+from fedsilo.algorithms.registry import (
+    FedAdagradParams,
+    FedAdamParams,
+    FedAvgParams,
+    FedProxParams,
+    FedYogiParams,
+)
+from fedsilo.data import LabelRule, OneHot, SiteConfig, TabularDatasetSpec
+from fedsilo.jobs import JobSpec, ModelSpec
+
+DATASET = "heart-disease"
+
+HOSPITALS: dict[str, str] = {
+    "cleveland": "processed.cleveland.data",
+    "hungarian": "processed.hungarian.data",
+    "switzerland": "processed.switzerland.data",
+    "va": "processed.va.data",
+}
+
+COLUMNS: tuple[str, ...] = (
+    "age", "sex", "cp", "trestbps", "chol", "fbs", "restecg",
+    "thalach", "exang", "oldpeak", "slope", "ca", "thal", "num",
+)  # fmt: skip
+
+
+def dataset_spec(path: Path) -> TabularDatasetSpec:
+    """FLamby's preprocessing of one hospital's file."""
+    return TabularDatasetSpec(
+        path=path,
+        header=False,
+        columns=list(COLUMNS),
+        missing_values=["?"],
+        drop_columns=["slope", "ca", "thal"],
+        drop_missing_rows=True,
+        label=LabelRule(column="num", op=">", value=0),
+        one_hot=[
+            OneHot(column="cp", categories=[1, 2, 3, 4], drop_first=True),
+            OneHot(column="restecg", categories=[0, 1, 2], drop_first=True),
+        ],
+        test_fraction=0.34,
+        stratify=True,
+        split_seed=0,
+        standardize=True,
+    )
+
+
+def site_config(site: str, data_dir: Path) -> SiteConfig:
+    """The declaration a hospital's site would keep, reading its file from `data_dir`."""
+    if site not in HOSPITALS:
+        raise KeyError(f"unknown hospital '{site}'; the federation has {', '.join(HOSPITALS)}")
+    return SiteConfig(site=site, datasets={DATASET: dataset_spec(data_dir / HOSPITALS[site])})
+
+
+def flamby_job(algorithm_params: AlgorithmParams, seed: int = 0) -> JobSpec:
+    """FLamby's federated settings: 15 rounds of 100 local SGD steps, batch 4, lr 0.001."""
+    return JobSpec(
+        name=f"heart-disease-{algorithm_params.name}",
+        dataset=DATASET,
+        model=ModelSpec(name="logistic_regression"),
+        algorithm=algorithm_params,
+        rounds=15,
+        clients_per_round=len(HOSPITALS),
+        min_clients=2,
+        local_steps=100,
+        batch_size=4,
+        learning_rate=0.001,
+        optimizer="sgd",
+        seed=seed,
+    )
+
+
+# Server-side settings measured on this federation by bench/accuracy.py (several seeds);
+# the client side stays exactly FLamby's.
+TUNED_ALGORITHMS: dict[str, AlgorithmParams] = {
+    "fedavg": FedAvgParams(),
+    "fedprox": FedProxParams(mu=0.01),
+    "fedadam": FedAdamParams(server_lr=0.1, tau=1e-3),
+    "fedyogi": FedYogiParams(server_lr=0.1, tau=1e-3),
+    "fedadagrad": FedAdagradParams(server_lr=0.1, tau=1e-3),
+}
+DEFAULT_ALGORITHM = "fedadam"
+# The pooled baseline trains on the union of the train splits for this many epochs.
+POOLED_EPOCHS = 20
+
+
+def algorithm_params(name: str) -> AlgorithmParams:
+    if name not in TUNED_ALGORITHMS:
+        raise KeyError(f"unknown algorithm {name!r}; choose from {', '.join(TUNED_ALGORITHMS)}")
+    return TUNED_ALGORITHMS[name]

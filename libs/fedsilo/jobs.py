@@ -1,0 +1,103 @@
+"""The job spec: what a data scientist submits (YAML or JSON), validated before anything runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fedsilo.algorithms.registry import AlgorithmParams, FedAvgParams
+
+
+class JobSpecError(ValueError):
+    """A job spec that does not validate; the message names every offending field."""
+
+
+class ModelSpec(BaseModel):
+    """A model from the zoo. Input and output sizes come from the dataset at each site."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["logistic_regression", "mlp"] = "logistic_regression"
+    hidden: list[int] = Field(default_factory=list, description="hidden layer widths (mlp)")
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _hidden_matches_name(self) -> ModelSpec:
+        if self.name == "mlp" and not self.hidden:
+            raise ValueError("model 'mlp' needs at least one hidden layer width in 'hidden'")
+        if self.name == "logistic_regression" and self.hidden:
+            raise ValueError("model 'logistic_regression' takes no 'hidden' layers")
+        if any(width <= 0 for width in self.hidden):
+            raise ValueError("hidden layer widths must be positive")
+        return self
+
+
+class JobSpec(BaseModel):
+    """One federated training job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("job", min_length=1, max_length=120)
+    dataset: str = Field(..., min_length=1, description="dataset name each site declares")
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    algorithm: AlgorithmParams = Field(default_factory=FedAvgParams)
+    rounds: int = Field(15, ge=1, le=100_000)
+    clients_per_round: int | None = Field(None, ge=1, description="None selects every client")
+    min_clients: int = Field(1, ge=1)
+    local_steps: int = Field(100, ge=1)
+    batch_size: int = Field(4, ge=1)
+    learning_rate: float = Field(0.001, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    seed: int = 0
+    round_timeout_s: float = Field(300.0, gt=0, description="deadline for training updates")
+    evaluation_timeout_s: float = Field(60.0, gt=0)
+    max_round_attempts: int = Field(3, ge=1, description="retries of a round without quorum")
+
+    @model_validator(mode="after")
+    def _quorum_reachable(self) -> JobSpec:
+        if self.clients_per_round is not None and self.min_clients > self.clients_per_round:
+            raise ValueError(
+                f"min_clients ({self.min_clients}) exceeds clients_per_round "
+                f"({self.clients_per_round}): no round could reach quorum"
+            )
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        return parse_job_spec(json.loads(text))
+
+
+def describe_validation_error(error: ValidationError, what: str) -> str:
+    """One line per problem, each naming the field path, e.g. `algorithm.mu: ...`."""
+    lines = [f"invalid {what}:"]
+    for problem in error.errors():
+        location = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        lines.append(f"  {location}: {problem['msg']}")
+    return "\n".join(lines)
+
+
+def parse_job_spec(data: Any) -> JobSpec:
+    if not isinstance(data, dict):
+        raise JobSpecError("invalid job spec: expected a mapping of fields")
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as error:
+        raise JobSpecError(describe_validation_error(error, "job spec")) from None
+
+
+def load_job_spec(path: Path) -> JobSpec:
+    """Read a job spec from YAML or JSON."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise JobSpecError(f"cannot read job spec {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise JobSpecError(f"job spec {path} is not valid YAML/JSON: {error}") from None
+    return parse_job_spec(data)

@@ -1,0 +1,130 @@
+"""Service start-up: gRPC server, health checking, /metrics, readiness file, graceful stop.
+
+On SIGTERM (or SIGINT) the health status turns NOT_SERVING first, so load balancers and
+probes stop sending traffic, then in-flight RPCs get `grace_s` to finish.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from prometheus_client import start_http_server
+
+from fedsilo.rpc.channels import CHANNEL_OPTIONS
+from fedsilo.rpc.interceptors import MetricsInterceptor
+from fedsilo.settings import ServiceSettings
+
+log = logging.getLogger("fedsilo.rpc")
+
+Registrar = Callable[[grpc.Server], Sequence[str]]
+
+
+def configure_logging(service: str, level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format=f"%(asctime)s {service}[%(process)d] %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@dataclass
+class RunningService:
+    """A started service: its bound ports and the means to stop it."""
+
+    name: str
+    server: grpc.Server
+    health: health.HealthServicer
+    grpc_port: int
+    metrics_port: int
+    http_port: int | None = None
+    stopped: threading.Event = field(default_factory=threading.Event)
+    _before_drain: list[Callable[[], None]] = field(default_factory=list)
+    _after_drain: list[Callable[[], None]] = field(default_factory=list)
+
+    def add_stop_hook(self, hook: Callable[[], None], *, before_drain: bool = False) -> None:
+        """Hooks run after in-flight RPCs finish; `before_drain` ones (waking long polls,
+        stopping background loops) run first so that draining does not wait on them."""
+        (self._before_drain if before_drain else self._after_drain).append(hook)
+
+    def write_ready_file(self, path: Path | None) -> None:
+        if path is None:
+            return
+        payload = {
+            "service": self.name,
+            "pid": os.getpid(),
+            "grpc_port": self.grpc_port,
+            "metrics_port": self.metrics_port,
+            "http_port": self.http_port,
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload))
+        tmp.replace(path)  # readers never see a half-written file
+
+    def stop(self, grace_s: float) -> None:
+        if self.stopped.is_set():
+            return
+        log.info("%s stopping: NOT_SERVING, %.1fs grace for in-flight calls", self.name, grace_s)
+        self.health.enter_graceful_shutdown()
+        for hook in self._before_drain:
+            hook()
+        self.server.stop(grace_s).wait()
+        for hook in self._after_drain:
+            hook()
+        self.stopped.set()
+
+
+def start_service(name: str, settings: ServiceSettings, register: Registrar) -> RunningService:
+    """Start gRPC (with health) and the metrics endpoint; returns once both listen."""
+    metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    metrics_port = int(metrics_server.server_port)
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix=name),
+        interceptors=[MetricsInterceptor(name)],
+        options=CHANNEL_OPTIONS[:2],
+    )
+    service_names = list(register(server))
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    grpc_port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    if grpc_port == 0:
+        raise OSError(f"{name}: cannot bind gRPC on {settings.grpc_host}:{settings.grpc_port}")
+    server.start()
+    for service_name in ["", *service_names]:
+        health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+    running = RunningService(name, server, health_servicer, grpc_port, metrics_port)
+    running.add_stop_hook(metrics_server.shutdown)
+    log.info(
+        "%s serving gRPC on %s:%d, metrics on :%d",
+        name,
+        settings.grpc_host,
+        grpc_port,
+        metrics_port,
+    )
+    return running
+
+
+def run_until_signalled(running: RunningService, settings: ServiceSettings) -> None:
+    """Block until SIGTERM/SIGINT, then stop gracefully."""
+    requested = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s received %s", running.name, signal.Signals(signum).name)
+        requested.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    running.write_ready_file(settings.ready_file)
+    while not requested.wait(timeout=1.0):
+        pass
+    running.stop(settings.grace_s)
+    log.info("%s stopped", running.name)

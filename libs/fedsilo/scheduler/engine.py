@@ -1,0 +1,948 @@
+"""The scheduler's round state machine.
+
+RPC handlers only record facts (an update arrived, a shard finished) and wake the driver; the
+driver thread alone moves rounds from phase to phase. Every transition is written to the
+SchedulerStore first, so a restarted scheduler resumes where the last one stopped: a round that
+was training restarts as a new attempt, an aggregation is re-planned from the stored updates, an
+evaluation is re-dispatched to the sites that have not reported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fedsilo.algorithms.registry import server_optimizer
+from fedsilo.jobs import JobSpec
+from fedsilo.rpc.errors import (
+    RpcRejection,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    permission_denied,
+)
+from fedsilo.scheduler.planning import plan_shards, round_seed, select_clients
+from fedsilo.scheduler.store import AcceptedUpdate, JobState, Phase, SchedulerStore
+from fedsilo.telemetry import (
+    CLIENTS_COMPLETED,
+    CLIENTS_DROPPED,
+    CLIENTS_SELECTED,
+    CURRENT_ROUND,
+    JOBS,
+    MODEL_ACCURACY,
+    MODEL_LOSS,
+    ROUND_PHASE_SECONDS,
+    ROUND_SECONDS,
+    ROUNDS,
+    SHARDS_PENDING,
+    UPDATES_REJECTED,
+)
+from fedsilo.v1 import (
+    aggregator_pb2,
+    common_pb2,
+    modelstore_pb2,
+    scheduler_pb2,
+)
+
+log = logging.getLogger("fedsilo.scheduler")
+
+
+class ClientDirectory(Protocol):
+    """Who is alive and holds a dataset: client id -> site."""
+
+    def alive_clients(self, dataset: str) -> dict[str, str]: ...
+
+
+class ArtifactStore(Protocol):
+    def stat(self, digest: str) -> modelstore_pb2.BlobInfo: ...
+
+    def compose(self, digests: list[str], dtype: str = "float32") -> common_pb2.BlobRef: ...
+
+    def put_model(self, record: modelstore_pb2.ModelRecord) -> modelstore_pb2.ModelRecord: ...
+
+
+@dataclass
+class TaskInfo:
+    task_id: str
+    job_id: str
+    round: int
+    attempt: int
+    kind: int
+    client_id: str
+    site: str
+
+
+@dataclass
+class ShardState:
+    shard_id: str
+    begin: int
+    end: int
+    lease_id: str = ""
+    worker_id: str = ""
+    lease_expires: float = 0.0
+    weights: str = ""
+    server_state: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.weights)
+
+
+@dataclass
+class RoundRuntime:
+    """What only lives in memory while a round runs; rebuilt from the store after a restart."""
+
+    phase_started: float
+    deadline: float = 0.0
+    selected: dict[str, str] = field(default_factory=dict)  # client id -> site
+    finished: set[str] = field(default_factory=set)  # accepted, declined or rejected
+    evaluated: set[str] = field(default_factory=set)  # sites that reported
+    eval_expected: dict[str, str] = field(default_factory=dict)
+    shards: list[ShardState] = field(default_factory=list)
+    waiting_logged: bool = False
+    liveness_checked: float = 0.0
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    shard_parameters: int = 1 << 20
+    lease_s: float = 30.0
+    tick_s: float = 0.2
+    liveness_check_s: float = 2.0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: SchedulerStore,
+        clients: ClientDirectory,
+        artifacts: ArtifactStore,
+        config: SchedulerConfig = SchedulerConfig(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._clients = clients
+        self._artifacts = artifacts
+        self._config = config
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._tasks: dict[str, TaskInfo] = {}
+        self._inbox: dict[str, deque[scheduler_pb2.Task]] = {}
+        self._runtime: dict[str, RoundRuntime] = {}
+        self._times_selected: dict[str, dict[str, int]] = {}
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._progressed = False
+        self._recover()
+
+    # lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._drive, name="round-driver", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._wake:
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _drive(self) -> None:
+        while not self._stopping.is_set():
+            with self._wake:
+                self._progressed = False
+                try:
+                    self._advance_all()
+                except Exception:  # a failing job must not stop the others
+                    log.exception("round driver error")
+                # After a transition the next one may already be possible: go again at once.
+                if not self._progressed:
+                    self._wake.wait(timeout=self._config.tick_s)
+
+    def _recover(self) -> None:
+        for job in self._store.jobs(JobState.RUNNING):
+            job_id, phase = job["job_id"], Phase(job["phase"])
+            runtime = RoundRuntime(phase_started=self._clock())
+            self._runtime[job_id] = runtime
+            if phase in (Phase.INITIALIZING, Phase.SELECTING, Phase.TRAINING):
+                # Tasks handed out before the restart are gone: run the round again, as a new
+                # attempt so that late updates for the old one are refused.
+                restart = Phase.INITIALIZING if job["round"] == 0 else Phase.SELECTING
+                self._store.update_job(job_id, phase=restart, attempt=job["attempt"] + 1)
+                log.info(
+                    "job %s: resuming round %d as attempt %d",
+                    job_id,
+                    job["round"],
+                    job["attempt"] + 1,
+                )
+            elif phase == Phase.AGGREGATING:
+                self._plan_aggregation(self._store.job(job_id) or job, runtime)
+                log.info("job %s: re-planning aggregation of round %d", job_id, job["round"])
+            elif phase == Phase.EVALUATING:
+                done = self._store.evaluations(job_id).get(job["round"], {})
+                runtime.evaluated = set(done)
+                self._dispatch_evaluation(job, runtime)
+                log.info("job %s: re-dispatching evaluation of round %d", job_id, job["round"])
+
+    # operator API --------------------------------------------------------------------------
+    def submit_job(self, spec: JobSpec) -> str:
+        job_id = f"job-{secrets.token_hex(6)}"
+        with self._wake:
+            self._store.create_job(job_id, spec.name, spec.to_json())
+            self._runtime[job_id] = RoundRuntime(phase_started=self._clock())
+            self._wake.notify_all()
+        log.info(
+            "job %s submitted: %s on %s, %d rounds",
+            job_id,
+            spec.algorithm.name,
+            spec.dataset,
+            spec.rounds,
+        )
+        return job_id
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        with self._wake:
+            job = self._job_or_raise(job_id)
+            if job["state"] != JobState.RUNNING:
+                raise failed_precondition(f"job {job_id} is already {job['state']}")
+            self._finish_job(job_id, JobState.CANCELLED, "cancelled by the operator")
+            self._wake.notify_all()
+        return self.job_status(job_id)
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        return [self._summary(job) for job in self._store.jobs()]
+
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        job = self._job_or_raise(job_id)
+        evaluations = self._store.evaluations(job_id)
+        history = []
+        for row in self._store.rounds(job_id):
+            per_site = evaluations.get(row["round"], {})
+            history.append(
+                {
+                    "round": row["round"],
+                    "attempt": row["attempt"],
+                    "model_version": row["new_version"] or row["base_version"],
+                    "participants": row["participants"],
+                    "dropped": row["dropped"],
+                    "selected": sorted(row["selected"].values()),
+                    "started_at": row["started_at"],
+                    "ended_at": row["ended_at"],
+                    "duration_s": (row["ended_at"] - row["started_at"])
+                    if row["ended_at"]
+                    else None,
+                    "phase_seconds": row["phases"],
+                    "per_site": per_site,
+                    **summarize_evaluations(per_site),
+                }
+            )
+        events = [
+            {k: e[k] for k in ("at", "round", "kind", "client_id", "detail")}
+            for e in self._store.events(job_id)
+        ]
+        return {
+            **self._summary(job),
+            "spec": json.loads(job["spec_json"]),
+            "history": history,
+            "events": events,
+        }
+
+    def _summary(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        spec = json.loads(job["spec_json"])
+        return {
+            "job_id": job["job_id"],
+            "name": job["name"],
+            "state": job["state"],
+            "round": job["round"],
+            "rounds": spec["rounds"],
+            "phase": job["phase"],
+            "attempt": job["attempt"],
+            "algorithm": spec["algorithm"]["name"],
+            "dataset": spec["dataset"],
+            "model_version": job["model_version"],
+            "created_at": job["created_at"],
+            "updated_at": job["updated_at"],
+            "error": job["error"],
+        }
+
+    def _job_or_raise(self, job_id: str) -> dict[str, Any]:
+        job = self._store.job(job_id)
+        if job is None:
+            raise not_found(f"no job {job_id!r}")
+        return job
+
+    # client API ----------------------------------------------------------------------------
+    def wait_for_task(self, client_id: str, wait_s: float) -> scheduler_pb2.Task:
+        deadline = time.monotonic() + max(0.0, min(wait_s, 60.0))
+        with self._wake:
+            while True:
+                inbox = self._inbox.get(client_id)
+                while inbox:
+                    task = inbox.popleft()
+                    if task.task_id in self._tasks:  # still current
+                        return task
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping.is_set():
+                    return scheduler_pb2.Task(kind=scheduler_pb2.TASK_KIND_NONE)
+                self._wake.wait(timeout=remaining)
+
+    def submit_update(self, request: scheduler_pb2.SubmitUpdateRequest) -> None:
+        # The blob's facts come from the model store before taking the lock.
+        try:
+            info = self._artifacts.stat(request.update.digest) if request.update.digest else None
+        except RpcRejection:
+            info = None
+        with self._wake:
+            try:
+                task, job, _spec = self._validate_submission(request, info)
+            except RpcRejection as rejection:
+                self._reject(request.job_id, request.round, request.client_id, rejection)
+                raise
+            runtime = self._runtime[job["job_id"]]
+            if task.kind == scheduler_pb2.TASK_KIND_INITIALIZE:
+                self._accept_initial_model(job, request, task)
+            else:
+                self._store.add_update(
+                    job["job_id"],
+                    job["round"],
+                    job["attempt"],
+                    AcceptedUpdate(
+                        task.client_id,
+                        task.site,
+                        request.update.digest,
+                        request.num_examples,
+                        dict(request.metrics),
+                    ),
+                )
+                CLIENTS_COMPLETED.labels(job["job_id"]).inc()
+            runtime.finished.add(task.client_id)
+            del self._tasks[task.task_id]
+            self._wake.notify_all()
+        log.info(
+            "job %s round %d: accepted update from %s (%d examples)",
+            job["job_id"],
+            job["round"],
+            task.client_id,
+            request.num_examples,
+        )
+
+    def _validate_submission(
+        self, request: scheduler_pb2.SubmitUpdateRequest, info: modelstore_pb2.BlobInfo | None
+    ) -> tuple[TaskInfo, dict[str, Any], JobSpec]:
+        job = self._store.job(request.job_id)
+        if job is None:
+            raise not_found(f"no job {request.job_id!r}")
+        task = self._tasks.get(request.task_id)
+        if task is not None and task.client_id != request.client_id:
+            raise permission_denied(
+                f"task {request.task_id} belongs to another client; {request.client_id} "
+                "may only submit its own work"
+            )
+        if job["state"] != JobState.RUNNING:
+            raise failed_precondition(f"job {request.job_id} is {job['state']}")
+        if request.round != job["round"]:
+            raise failed_precondition(
+                f"update is for round {request.round} but job {request.job_id} is in round "
+                f"{job['round']}; stale updates are not aggregated"
+            )
+        runtime = self._runtime[request.job_id]
+        if request.client_id not in runtime.selected:
+            raise permission_denied(
+                f"client {request.client_id} was not selected for job {request.job_id} "
+                f"round {request.round}"
+            )
+        if task is None or task.attempt != job["attempt"]:
+            raise failed_precondition(
+                f"task {request.task_id} is no longer open (round {job['round']} is "
+                f"{job['phase']}, attempt {job['attempt']}); the update arrived too late"
+            )
+        if job["phase"] not in (Phase.TRAINING, Phase.INITIALIZING):
+            raise failed_precondition(f"round {job['round']} is {job['phase']}, not training")
+        if request.model_version != job["model_version"]:
+            raise failed_precondition(
+                f"update was computed from model {request.model_version[:12] or '(none)'} but "
+                f"round {job['round']} started from {job['model_version'][:12] or '(none)'}"
+            )
+        if info is None:
+            raise invalid_argument(
+                f"update blob {request.update.digest[:12] or '(empty)'} is not in the model "
+                "store; upload it first"
+            )
+        if info.dtype != "float32":
+            raise invalid_argument(f"update must be float32, the stored blob is {info.dtype}")
+        if task.kind == scheduler_pb2.TASK_KIND_INITIALIZE:
+            expected = request.manifest.num_parameters
+            layout = sum(_numel(t.shape) for t in request.manifest.tensors)
+            if expected <= 0 or layout != expected:
+                raise invalid_argument(
+                    f"initial model manifest is inconsistent: tensors hold {layout} "
+                    f"parameters, num_parameters says {expected}"
+                )
+        else:
+            expected = json.loads(job["manifest_json"])["num_parameters"]
+        if info.num_elements != expected:
+            raise invalid_argument(
+                f"update has {info.num_elements} parameters, the model has {expected} (wrong shape)"
+            )
+        if info.num_nonfinite:
+            raise invalid_argument(
+                f"update contains {info.num_nonfinite} NaN/Inf values; it is not aggregated"
+            )
+        if request.num_examples <= 0:
+            raise invalid_argument(f"num_examples must be positive, got {request.num_examples}")
+        return task, job, JobSpec.from_json(job["spec_json"])
+
+    def _reject(self, job_id: str, round_: int, client_id: str, rejection: RpcRejection) -> None:
+        reason = rejection.code.name.lower()
+        UPDATES_REJECTED.labels(reason).inc()
+        log.warning(
+            "job %s round %d: rejected update from %s: %s",
+            job_id,
+            round_,
+            client_id,
+            rejection.message,
+        )
+        if self._store.job(job_id) is not None:
+            self._store.add_event(
+                job_id, round_, f"rejected:{reason}", client_id, rejection.message
+            )
+        # A rejected client is done for this round: the others go on without waiting for it.
+        runtime = self._runtime.get(job_id)
+        if runtime is not None and client_id in runtime.selected:
+            job = self._store.job(job_id)
+            if job is not None and job["round"] == round_:
+                runtime.finished.add(client_id)
+                self._wake.notify_all()
+
+    def report_evaluation(self, request: scheduler_pb2.ReportEvaluationRequest) -> None:
+        with self._wake:
+            task = self._tasks.get(request.task_id)
+            if task is None or task.kind != scheduler_pb2.TASK_KIND_EVALUATE:
+                raise failed_precondition(f"evaluation task {request.task_id} is not open")
+            if task.client_id != request.client_id:
+                raise permission_denied(f"task {request.task_id} belongs to another client")
+            if request.num_examples <= 0 or "accuracy" not in request.metrics:
+                raise invalid_argument("an evaluation needs num_examples > 0 and 'accuracy'")
+            job = self._job_or_raise(task.job_id)
+            self._store.add_evaluation(
+                task.job_id,
+                task.round,
+                task.client_id,
+                task.site,
+                request.model_version,
+                request.num_examples,
+                dict(request.metrics),
+            )
+            self._runtime[task.job_id].evaluated.add(task.site)
+            del self._tasks[task.task_id]
+            self._wake.notify_all()
+        log.info(
+            "job %s round %d: %s accuracy %.3f",
+            job["job_id"],
+            task.round,
+            task.site,
+            request.metrics["accuracy"],
+        )
+
+    def decline_task(self, request: scheduler_pb2.DeclineTaskRequest) -> None:
+        with self._wake:
+            task = self._tasks.get(request.task_id)
+            if task is None:
+                raise failed_precondition(f"task {request.task_id} is not open")
+            if task.client_id != request.client_id:
+                raise permission_denied(f"task {request.task_id} belongs to another client")
+            del self._tasks[task.task_id]
+            runtime = self._runtime.get(task.job_id)
+            if runtime is not None:
+                runtime.finished.add(task.client_id)
+                if task.kind == scheduler_pb2.TASK_KIND_EVALUATE:
+                    runtime.evaluated.add(task.site)
+            self._store.add_event(
+                task.job_id, task.round, "declined", task.client_id, request.reason
+            )
+            self._wake.notify_all()
+        log.warning(
+            "job %s round %d: %s declined: %s",
+            task.job_id,
+            task.round,
+            task.client_id,
+            request.reason,
+        )
+
+    # aggregator API ------------------------------------------------------------------------
+    def lease_shard(self, worker_id: str, wait_s: float) -> aggregator_pb2.Shard | None:
+        deadline = time.monotonic() + max(0.0, min(wait_s, 60.0))
+        with self._wake:
+            while True:
+                shard = self._next_shard(worker_id)
+                if shard is not None:
+                    return shard
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping.is_set():
+                    return None
+                self._wake.wait(timeout=remaining)
+
+    def _next_shard(self, worker_id: str) -> aggregator_pb2.Shard | None:
+        now = self._clock()
+        for job_id, runtime in self._runtime.items():
+            for shard in runtime.shards:
+                if shard.done or (shard.lease_id and shard.lease_expires > now):
+                    continue
+                if shard.lease_id:
+                    log.warning(
+                        "shard %s: lease of %s expired; leasing again",
+                        shard.shard_id,
+                        shard.worker_id,
+                    )
+                shard.lease_id = secrets.token_hex(8)
+                shard.worker_id = worker_id
+                shard.lease_expires = now + self._config.lease_s
+                return self._shard_message(job_id, shard)
+        return None
+
+    def _shard_message(self, job_id: str, shard: ShardState) -> aggregator_pb2.Shard:
+        job = self._job_or_raise(job_id)
+        spec = JobSpec.from_json(job["spec_json"])
+        updates = self._store.updates(job_id, job["round"], job["attempt"])
+        return aggregator_pb2.Shard(
+            shard_id=shard.shard_id,
+            lease_id=shard.lease_id,
+            job_id=job_id,
+            round=job["round"],
+            begin=shard.begin,
+            end=shard.end,
+            base_digest=job["model_version"],
+            inputs=[
+                aggregator_pb2.ShardInput(
+                    client_id=u.client_id, digest=u.digest, num_examples=u.num_examples
+                )
+                for u in updates
+            ],
+            algorithm_json=spec.algorithm.model_dump_json(),
+            server_state=json.loads(job["server_state"]),
+            lease_expires_unix=shard.lease_expires,
+        )
+
+    def _find_shard(self, shard_id: str) -> ShardState:
+        for runtime in self._runtime.values():
+            for shard in runtime.shards:
+                if shard.shard_id == shard_id:
+                    return shard
+        raise not_found(f"no shard {shard_id!r} is being aggregated (round over or cancelled)")
+
+    def renew_lease(self, shard_id: str, lease_id: str) -> float:
+        with self._wake:
+            shard = self._find_shard(shard_id)
+            if shard.lease_id != lease_id or shard.done:
+                raise failed_precondition(f"lease on shard {shard_id} is no longer held")
+            shard.lease_expires = self._clock() + self._config.lease_s
+            return shard.lease_expires
+
+    def complete_shard(self, request: aggregator_pb2.CompleteShardRequest) -> bool:
+        """First completion under the current lease wins; anything else is ignored."""
+        with self._wake:
+            try:
+                shard = self._find_shard(request.shard_id)
+            except RpcRejection:
+                return False
+            if shard.done or shard.lease_id != request.lease_id:
+                log.info(
+                    "shard %s: ignoring completion by %s (lease %s)",
+                    request.shard_id,
+                    request.worker_id,
+                    "done" if shard.done else "re-leased",
+                )
+                return False
+            shard.weights = request.weights.digest
+            shard.server_state = dict(request.server_state)
+            self._wake.notify_all()
+            return True
+
+    # the driver ----------------------------------------------------------------------------
+    def _advance_all(self) -> None:
+        running = self._store.jobs(JobState.RUNNING)
+        for state in JobState:
+            JOBS.labels(state.value).set(0)
+        for job in self._store.jobs():
+            JOBS.labels(job["state"]).inc()
+        pending = 0
+        for job in running:
+            try:
+                self._advance(job)
+            except RpcRejection as rejection:
+                log.warning("job %s: %s; will retry", job["job_id"], rejection.message)
+            runtime = self._runtime.get(job["job_id"])
+            if runtime is not None:
+                pending += sum(not s.done for s in runtime.shards)
+        SHARDS_PENDING.set(pending)
+
+    def _advance(self, job: dict[str, Any]) -> None:
+        job_id = job["job_id"]
+        spec = JobSpec.from_json(job["spec_json"])
+        runtime = self._runtime.setdefault(job_id, RoundRuntime(phase_started=self._clock()))
+        phase = Phase(job["phase"])
+        now = self._clock()
+        if phase == Phase.INITIALIZING:
+            if not runtime.selected:
+                self._dispatch_initialize(job, spec, runtime)
+            elif runtime.finished or now > runtime.deadline:
+                if job["model_version"]:
+                    self._to_phase(job, Phase.EVALUATING, runtime)
+                    self._dispatch_evaluation(self._store.job(job_id) or job, runtime)
+                else:
+                    self._retry_round(job, spec, runtime, "no initial model before the deadline")
+        elif phase == Phase.SELECTING:
+            self._select(job, spec, runtime)
+        elif phase == Phase.TRAINING:
+            self._drop_lost_clients(job, spec, runtime)
+            if runtime.finished >= set(runtime.selected) or now > runtime.deadline:
+                self._close_training(job, spec, runtime)
+        elif phase == Phase.AGGREGATING:
+            if runtime.shards and all(shard.done for shard in runtime.shards):
+                self._finish_aggregation(job, spec, runtime)
+        elif phase == Phase.EVALUATING:
+            self._drop_lost_clients(job, spec, runtime)
+            if runtime.evaluated >= set(runtime.eval_expected.values()) or now > runtime.deadline:
+                self._finish_round(job, spec, runtime)
+
+    def _to_phase(self, job: dict[str, Any], phase: Phase, runtime: RoundRuntime) -> None:
+        now = self._clock()
+        elapsed = now - runtime.phase_started
+        old = job["phase"]
+        ROUND_PHASE_SECONDS.labels(job["job_id"], old).observe(elapsed)
+        rounds = {r["round"]: r for r in self._store.rounds(job["job_id"])}
+        current = rounds.get(job["round"])
+        if current is not None:
+            phases = current["phases"]
+            phases[old] = round(phases.get(old, 0.0) + elapsed, 6)
+            self._store.update_round(job["job_id"], job["round"], phases=phases)
+        self._store.update_job(job["job_id"], phase=phase)
+        job["phase"] = phase
+        runtime.phase_started = now
+        self._progressed = True
+        runtime.waiting_logged = False
+
+    def _new_task(
+        self, job: Mapping[str, Any], kind: int, client_id: str, site: str, deadline: float
+    ) -> None:
+        task_id = secrets.token_hex(8)
+        self._tasks[task_id] = TaskInfo(
+            task_id, job["job_id"], job["round"], job["attempt"], kind, client_id, site
+        )
+        manifest = common_pb2.ModelManifest()
+        if job["manifest_json"]:
+            data = json.loads(job["manifest_json"])
+            manifest = common_pb2.ModelManifest(
+                tensors=[
+                    common_pb2.TensorEntry(name=t["name"], shape=t["shape"])
+                    for t in data["tensors"]
+                ],
+                num_parameters=data["num_parameters"],
+            )
+        task = scheduler_pb2.Task(
+            kind=kind,
+            task_id=task_id,
+            job_id=job["job_id"],
+            round=job["round"],
+            model_version=job["model_version"],
+            job_spec_json=job["spec_json"],
+            deadline_unix=deadline,
+            manifest=manifest,
+        )
+        self._inbox.setdefault(client_id, deque()).append(task)
+        self._wake.notify_all()
+
+    def _drop_tasks(self, job_id: str) -> None:
+        for task_id in [t for t, info in self._tasks.items() if info.job_id == job_id]:
+            del self._tasks[task_id]
+
+    def _drop_lost_clients(
+        self, job: Mapping[str, Any], spec: JobSpec, runtime: RoundRuntime
+    ) -> None:
+        """A client whose heartbeat stopped will not answer: stop waiting for it now rather
+        than at the deadline."""
+        now = self._clock()
+        if now - runtime.liveness_checked < self._config.liveness_check_s:
+            return
+        runtime.liveness_checked = now
+        alive = self._clients.alive_clients(spec.dataset)
+        evaluating = job["phase"] == Phase.EVALUATING
+        waiting_on = runtime.eval_expected if evaluating else runtime.selected
+        for client_id, site in waiting_on.items():
+            done = site in runtime.evaluated if evaluating else client_id in runtime.finished
+            if done or client_id in alive:
+                continue
+            if evaluating:
+                runtime.evaluated.add(site)
+            else:
+                runtime.finished.add(client_id)
+            self._store.add_event(
+                job["job_id"],
+                job["round"],
+                "lost",
+                client_id,
+                "heartbeat stopped; not waiting for this client",
+            )
+            log.warning(
+                "job %s round %d: %s lost (no heartbeat)", job["job_id"], job["round"], client_id
+            )
+
+    def _dispatch_initialize(
+        self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime
+    ) -> None:
+        alive = self._clients.alive_clients(spec.dataset)
+        if not alive:
+            self._log_waiting(job, runtime, f"no live client holds dataset {spec.dataset!r}")
+            return
+        self._store.open_round(job["job_id"], 0, job["attempt"], "")
+        # Any client can draw the initial weights; rotate by attempt in case one fails.
+        ordered = sorted(alive)
+        client_id = ordered[job["attempt"] % len(ordered)]
+        runtime.selected = {client_id: alive[client_id]}
+        runtime.finished = set()
+        runtime.deadline = self._clock() + spec.round_timeout_s
+        self._new_task(
+            job, scheduler_pb2.TASK_KIND_INITIALIZE, client_id, alive[client_id], runtime.deadline
+        )
+        log.info("job %s: %s draws the initial model", job["job_id"], client_id)
+
+    def _accept_initial_model(
+        self, job: dict[str, Any], request: scheduler_pb2.SubmitUpdateRequest, task: TaskInfo
+    ) -> None:
+        manifest = {
+            "tensors": [{"name": t.name, "shape": list(t.shape)} for t in request.manifest.tensors],
+            "num_parameters": request.manifest.num_parameters,
+        }
+        spec = JobSpec.from_json(job["spec_json"])
+        record = self._artifacts.put_model(
+            modelstore_pb2.ModelRecord(
+                job_id=job["job_id"],
+                round=0,
+                participants=[task.site],
+                manifest=request.manifest,
+                blob=request.update,
+                algorithm=spec.algorithm.name,
+            )
+        )
+        self._store.update_job(
+            job["job_id"], model_version=record.version, manifest_json=json.dumps(manifest)
+        )
+        self._store.update_round(
+            job["job_id"], 0, new_version=record.version, participants=[task.site]
+        )
+        job["model_version"] = record.version
+
+    def _select(self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime) -> None:
+        alive = self._clients.alive_clients(spec.dataset)
+        if len(alive) < spec.min_clients:
+            self._log_waiting(
+                job,
+                runtime,
+                f"{len(alive)} live clients hold {spec.dataset!r}, "
+                f"min_clients is {spec.min_clients}",
+            )
+            return
+        history = self._times_selected.setdefault(job["job_id"], {})
+        chosen = select_clients(
+            sorted(alive),
+            spec.clients_per_round,
+            history,
+            round_seed(spec.seed, job["round"], job["attempt"]),
+        )
+        for client_id in chosen:
+            history[client_id] = history.get(client_id, 0) + 1
+        runtime.selected = {client_id: alive[client_id] for client_id in chosen}
+        runtime.finished = set()
+        self._store.open_round(job["job_id"], job["round"], job["attempt"], job["model_version"])
+        self._store.update_round(job["job_id"], job["round"], selected=runtime.selected)
+        self._to_phase(job, Phase.TRAINING, runtime)
+        runtime.deadline = self._clock() + spec.round_timeout_s
+        for client_id, site in runtime.selected.items():
+            self._new_task(job, scheduler_pb2.TASK_KIND_TRAIN, client_id, site, runtime.deadline)
+        CLIENTS_SELECTED.labels(job["job_id"]).inc(len(chosen))
+        CURRENT_ROUND.labels(job["job_id"]).set(job["round"])
+        log.info(
+            "job %s round %d: selected %s",
+            job["job_id"],
+            job["round"],
+            ", ".join(sorted(runtime.selected.values())),
+        )
+
+    def _close_training(self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime) -> None:
+        updates = self._store.updates(job["job_id"], job["round"], job["attempt"])
+        received = {u.client_id for u in updates}
+        dropped = sorted(runtime.selected[c] for c in set(runtime.selected) - received)
+        for client_id in set(runtime.selected) - received:
+            self._store.add_event(
+                job["job_id"],
+                job["round"],
+                "dropped",
+                client_id,
+                "no accepted update before the round closed",
+            )
+        CLIENTS_DROPPED.labels(job["job_id"]).inc(len(dropped))
+        self._drop_tasks(job["job_id"])
+        if len(updates) < spec.min_clients:
+            self._retry_round(
+                job,
+                spec,
+                runtime,
+                f"{len(updates)} updates, fewer than min_clients={spec.min_clients}",
+            )
+            return
+        self._store.update_round(
+            job["job_id"],
+            job["round"],
+            participants=sorted(u.site for u in updates),
+            dropped=dropped,
+        )
+        self._to_phase(job, Phase.AGGREGATING, runtime)
+        self._plan_aggregation(job, runtime)
+
+    def _retry_round(
+        self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime, reason: str
+    ) -> None:
+        self._drop_tasks(job["job_id"])
+        self._store.add_event(job["job_id"], job["round"], "round_failed", "", reason)
+        ROUNDS.labels(job["job_id"], "retried").inc()
+        if job["attempt"] + 1 >= spec.max_round_attempts:
+            self._finish_job(
+                job["job_id"],
+                JobState.FAILED,
+                f"round {job['round']} failed {spec.max_round_attempts} times: {reason}",
+            )
+            return
+        log.warning("job %s round %d: %s; trying again", job["job_id"], job["round"], reason)
+        restart = Phase.INITIALIZING if job["round"] == 0 else Phase.SELECTING
+        self._to_phase(job, restart, runtime)
+        self._store.update_job(job["job_id"], attempt=job["attempt"] + 1)
+        runtime.selected, runtime.finished = {}, set()
+
+    def _plan_aggregation(self, job: Mapping[str, Any], runtime: RoundRuntime) -> None:
+        num_parameters = json.loads(job["manifest_json"])["num_parameters"]
+        runtime.shards = [
+            ShardState(f"{job['job_id']}-r{job['round']}a{job['attempt']}-s{index}", begin, end)
+            for index, (begin, end) in enumerate(
+                plan_shards(num_parameters, self._config.shard_parameters)
+            )
+        ]
+        self._wake.notify_all()
+
+    def _finish_aggregation(
+        self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime
+    ) -> None:
+        shards = runtime.shards
+        weights = self._artifacts.compose([s.weights for s in shards])
+        state = {
+            name: self._artifacts.compose([s.server_state[name] for s in shards]).digest
+            for name in server_optimizer(spec.algorithm).state_names
+        }
+        updates = self._store.updates(job["job_id"], job["round"], job["attempt"])
+        manifest = json.loads(job["manifest_json"])
+        record = self._artifacts.put_model(
+            modelstore_pb2.ModelRecord(
+                job_id=job["job_id"],
+                round=job["round"],
+                parent_version=job["model_version"],
+                participants=sorted(u.site for u in updates),
+                manifest=common_pb2.ModelManifest(
+                    tensors=[
+                        common_pb2.TensorEntry(name=t["name"], shape=t["shape"])
+                        for t in manifest["tensors"]
+                    ],
+                    num_parameters=manifest["num_parameters"],
+                ),
+                blob=weights,
+                algorithm=spec.algorithm.name,
+                server_state=state,
+            )
+        )
+        runtime.shards = []
+        self._store.update_job(
+            job["job_id"], model_version=record.version, server_state=json.dumps(state)
+        )
+        self._store.update_round(job["job_id"], job["round"], new_version=record.version)
+        job["model_version"] = record.version
+        log.info(
+            "job %s round %d: new global model %s", job["job_id"], job["round"], record.version[:12]
+        )
+        self._to_phase(job, Phase.EVALUATING, runtime)
+        self._dispatch_evaluation(job, runtime)
+
+    def _dispatch_evaluation(self, job: Mapping[str, Any], runtime: RoundRuntime) -> None:
+        spec = JobSpec.from_json(job["spec_json"])
+        alive = self._clients.alive_clients(spec.dataset)
+        runtime.eval_expected = {c: s for c, s in alive.items() if s not in runtime.evaluated}
+        runtime.deadline = self._clock() + spec.evaluation_timeout_s
+        for client_id, site in runtime.eval_expected.items():
+            self._new_task(job, scheduler_pb2.TASK_KIND_EVALUATE, client_id, site, runtime.deadline)
+
+    def _finish_round(self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime) -> None:
+        self._drop_tasks(job["job_id"])
+        self._to_phase(job, Phase.DONE, runtime)
+        now = self._clock()
+        self._store.update_round(job["job_id"], job["round"], ended_at=now)
+        rows = {r["round"]: r for r in self._store.rounds(job["job_id"])}
+        ROUND_SECONDS.labels(job["job_id"]).observe(now - rows[job["round"]]["started_at"])
+        summary = summarize_evaluations(
+            self._store.evaluations(job["job_id"]).get(job["round"], {})
+        )
+        if summary["mean_test_accuracy"] is not None:
+            MODEL_ACCURACY.labels(job["job_id"]).set(summary["mean_test_accuracy"])
+            MODEL_LOSS.labels(job["job_id"]).set(summary["mean_test_loss"] or 0.0)
+            log.info(
+                "job %s round %d done: mean test accuracy %.3f",
+                job["job_id"],
+                job["round"],
+                summary["mean_test_accuracy"],
+            )
+        ROUNDS.labels(job["job_id"], "completed").inc()
+        runtime.evaluated, runtime.eval_expected = set(), {}
+        if job["round"] >= spec.rounds:
+            self._finish_job(job["job_id"], JobState.COMPLETED, "")
+            return
+        self._store.update_job(
+            job["job_id"], round=job["round"] + 1, attempt=0, phase=Phase.SELECTING
+        )
+        runtime.selected, runtime.finished = {}, set()
+
+    def _finish_job(self, job_id: str, state: JobState, error: str) -> None:
+        self._drop_tasks(job_id)
+        self._runtime.pop(job_id, None)
+        self._store.update_job(job_id, state=state, error=error)
+        log.info("job %s %s%s", job_id, state.value, f": {error}" if error else "")
+
+    def _log_waiting(self, job: Mapping[str, Any], runtime: RoundRuntime, why: str) -> None:
+        if not runtime.waiting_logged:
+            log.info("job %s round %d waiting: %s", job["job_id"], job["round"], why)
+            runtime.waiting_logged = True
+
+
+def _numel(shape: Any) -> int:
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    return count
+
+
+def summarize_evaluations(per_site: Mapping[str, Mapping[str, float]]) -> dict[str, float | None]:
+    """Mean over sites (each hospital counts once, as FLamby reports) and example-weighted."""
+    if not per_site:
+        return {"mean_test_accuracy": None, "mean_test_loss": None, "weighted_test_accuracy": None}
+    accuracies = [m["accuracy"] for m in per_site.values()]
+    losses = [m.get("loss", 0.0) for m in per_site.values()]
+    counts = [m["num_examples"] for m in per_site.values()]
+    return {
+        "mean_test_accuracy": sum(accuracies) / len(accuracies),
+        "mean_test_loss": sum(losses) / len(losses),
+        "weighted_test_accuracy": sum(a * n for a, n in zip(accuracies, counts, strict=True))
+        / sum(counts),
+    }

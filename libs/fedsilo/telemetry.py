@@ -1,0 +1,74 @@
+"""Platform metrics, `fedsilo_` prefix. Labelled metrics appear once a service uses them."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_ROUND_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+# Every service
+RPC_REQUESTS = Counter(
+    "fedsilo_rpc_requests", "gRPC requests handled", ["service", "method", "code"]
+)
+RPC_LATENCY = Histogram(
+    "fedsilo_rpc_latency_seconds",
+    "gRPC handler latency",
+    ["service", "method"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+# Registry
+CLIENTS_ENROLLED = Gauge("fedsilo_clients_enrolled", "client agents known to the registry")
+CLIENTS_ALIVE = Gauge("fedsilo_clients_alive", "client agents whose heartbeat is recent")
+HEARTBEATS = Counter("fedsilo_heartbeats", "heartbeats received")
+
+# Scheduler
+ROUNDS = Counter("fedsilo_rounds", "rounds finished, by outcome", ["job", "outcome"])
+ROUND_PHASE_SECONDS = Histogram(
+    "fedsilo_round_phase_seconds",
+    "time spent in each phase of a round",
+    ["job", "phase"],
+    buckets=_ROUND_BUCKETS,
+)
+ROUND_SECONDS = Histogram(
+    "fedsilo_round_duration_seconds",
+    "round duration, open to done",
+    ["job"],
+    buckets=_ROUND_BUCKETS,
+)
+CLIENTS_SELECTED = Counter("fedsilo_clients_selected", "clients selected", ["job"])
+CLIENTS_COMPLETED = Counter("fedsilo_clients_completed", "accepted client updates", ["job"])
+CLIENTS_DROPPED = Counter("fedsilo_clients_dropped", "selected clients without update", ["job"])
+UPDATES_REJECTED = Counter("fedsilo_updates_rejected", "rejected client requests", ["reason"])
+JOBS = Gauge("fedsilo_jobs", "jobs by state", ["state"])
+CURRENT_ROUND = Gauge("fedsilo_job_round", "current round of each job", ["job"])
+MODEL_ACCURACY = Gauge(
+    "fedsilo_global_model_accuracy", "mean test accuracy of the global model over sites", ["job"]
+)
+MODEL_LOSS = Gauge("fedsilo_global_model_loss", "mean test loss of the global model", ["job"])
+SHARDS_PENDING = Gauge("fedsilo_aggregation_shards_pending", "shards waiting for a worker")
+
+# Aggregator
+SHARD_SECONDS = Histogram(
+    "fedsilo_aggregation_shard_seconds",
+    "time to combine one shard",
+    ["worker"],
+    buckets=_LATENCY_BUCKETS,
+)
+SHARDS_COMPLETED = Counter("fedsilo_aggregation_shards", "shards combined", ["worker"])
+AGGREGATED_BYTES = Counter("fedsilo_aggregation_input_bytes", "update bytes read", ["worker"])
+
+# Model store
+BLOB_BYTES = Counter("fedsilo_blob_bytes", "blob bytes moved", ["direction"])
+MODELS_STORED = Counter("fedsilo_models_stored", "global model versions registered")
+
+# Client
+UPDATE_BYTES = Counter("fedsilo_update_bytes", "update bytes uploaded", ["site"])
+LOCAL_TRAIN_SECONDS = Histogram(
+    "fedsilo_local_training_seconds",
+    "local training time per task",
+    ["site"],
+    buckets=_ROUND_BUCKETS,
+)
+TASKS = Counter("fedsilo_client_tasks", "tasks handled by a client", ["site", "kind", "outcome"])

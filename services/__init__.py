@@ -1,0 +1,1 @@
+"""One folder per service: configuration, server start-up and servicers (wiring only)."""

@@ -1,0 +1,56 @@
+"""An aggregator replica: `python -m fedsilo_services.aggregator`, configured by FEDSILO_*.
+
+Run as many as the models and federations need; each pulls shards from the scheduler.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import grpc
+from fedsilo.aggregator.worker import AggregatorWorker
+from fedsilo.modelstore.client import ModelStoreClient
+from fedsilo.rpc.channels import connect
+from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
+from fedsilo.settings import ServiceSettings
+from fedsilo.v1 import aggregator_pb2_grpc
+from pydantic import Field
+
+
+class AggregatorSettings(ServiceSettings):
+    scheduler_address: str
+    modelstore_address: str
+    worker_id: str = Field("", description="defaults to hostname-pid (the pod name in k8s)")
+    poll_s: float = Field(5.0, gt=0)
+
+
+def main() -> None:
+    settings = AggregatorSettings()  # type: ignore[call-arg]  # required fields come from env
+    configure_logging("aggregator", settings.log_level)
+    worker = AggregatorWorker(
+        settings.worker_id or f"{socket.gethostname()}-{os.getpid()}",
+        aggregator_pb2_grpc.AggregationQueueStub(connect(settings.scheduler_address)),
+        ModelStoreClient(connect(settings.modelstore_address)),
+        poll_s=settings.poll_s,
+    )
+
+    def register(server: grpc.Server) -> list[str]:
+        return ["fedsilo.v1.Aggregator"]
+
+    running = start_service("aggregator", settings, register)
+    stop = threading.Event()
+    loop = threading.Thread(target=worker.run, args=(stop,), name="shard-loop", daemon=True)
+    loop.start()
+
+    def stop_loop() -> None:
+        stop.set()
+        loop.join(timeout=settings.poll_s + 15)
+
+    running.add_stop_hook(stop_loop, before_drain=True)
+    run_until_signalled(running, settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""One institution's client agent: `python -m fedsilo_services.client` (or `fedsilo client`).
+
+Configured by FEDSILO_*: the site name, its dataset declarations, and the control plane.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import grpc
+import torch
+from fedsilo.client.agent import ClientAgent, ControlPlane
+from fedsilo.data import SiteConfig
+from fedsilo.modelstore.client import ModelStoreClient
+from fedsilo.rpc.channels import connect
+from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
+from fedsilo.settings import ServiceSettings
+from fedsilo.v1 import registry_pb2_grpc, scheduler_pb2_grpc
+from pydantic import Field
+
+
+class ClientSettings(ServiceSettings):
+    site: str = Field(..., description="this institution's site name")
+    site_config: Path = Field(..., description="YAML declaring the site's datasets")
+    registry_address: str
+    scheduler_address: str
+    modelstore_address: str
+    torch_threads: int = Field(1, ge=1, description="CPU threads for local training")
+    poll_s: float = Field(5.0, gt=0, description="long-poll for tasks")
+
+
+def main() -> None:
+    settings = ClientSettings()  # type: ignore[call-arg]  # required fields come from env
+    configure_logging(f"client:{settings.site}", settings.log_level)
+    torch.set_num_threads(settings.torch_threads)
+    config = SiteConfig.load(settings.site_config)
+    if config.site != settings.site:
+        raise SystemExit(
+            f"site config {settings.site_config} is for site {config.site!r}, not {settings.site!r}"
+        )
+    agent = ClientAgent(
+        config,
+        ControlPlane(
+            registry=registry_pb2_grpc.RegistryStub(connect(settings.registry_address)),
+            scheduler=scheduler_pb2_grpc.SchedulerStub(connect(settings.scheduler_address)),
+            models=ModelStoreClient(connect(settings.modelstore_address)),
+        ),
+        poll_s=settings.poll_s,
+    )
+
+    def register(server: grpc.Server) -> list[str]:
+        return ["fedsilo.v1.Client"]
+
+    running = start_service(f"client-{settings.site}", settings, register)
+    stop = threading.Event()
+    loop = threading.Thread(target=agent.run, args=(stop,), name="task-loop", daemon=True)
+    loop.start()
+
+    def stop_loop() -> None:
+        stop.set()
+        loop.join(timeout=settings.poll_s + 15)
+
+    running.add_stop_hook(stop_loop, before_drain=True)
+    run_until_signalled(running, settings)
+
+
+if __name__ == "__main__":
+    main()

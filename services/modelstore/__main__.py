@@ -1,0 +1,54 @@
+"""The modelstore service: `python -m fedsilo_services.modelstore`, configured by FEDSILO_*."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import grpc
+from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
+from fedsilo.settings import ServiceSettings
+from fedsilo.storage import BlobStore, DocumentStore, StorageSettings, open_store
+from fedsilo.v1 import modelstore_pb2_grpc
+from fedsilo_services.modelstore.servicer import ModelStoreServicer
+
+
+class ModelStoreSettings(ServiceSettings):
+    storage_backend: Literal["directory", "s3"] = "directory"
+    storage_path: Path = Path(".fedsilo/objects")
+    s3_endpoint: str | None = None
+    s3_bucket: str = "fedsilo"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_secure: bool = True
+    s3_region: str | None = None
+
+    def storage(self) -> StorageSettings:
+        return StorageSettings(
+            backend=self.storage_backend,
+            path=self.storage_path,
+            s3_endpoint=self.s3_endpoint,
+            s3_bucket=self.s3_bucket,
+            s3_access_key=self.s3_access_key,
+            s3_secret_key=self.s3_secret_key,
+            s3_secure=self.s3_secure,
+            s3_region=self.s3_region,
+        )
+
+
+def main() -> None:
+    settings = ModelStoreSettings()
+    configure_logging("modelstore", settings.log_level)
+    store = open_store(settings.storage())
+    servicer = ModelStoreServicer(BlobStore(store), DocumentStore(store))
+
+    def register(server: grpc.Server) -> list[str]:
+        modelstore_pb2_grpc.add_ModelStoreServicer_to_server(servicer, server)
+        return ["fedsilo.v1.ModelStore"]
+
+    running = start_service("modelstore", settings, register)
+    run_until_signalled(running, settings)
+
+
+if __name__ == "__main__":
+    main()

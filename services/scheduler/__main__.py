@@ -1,0 +1,104 @@
+"""The scheduler service: `python -m fedsilo_services.scheduler`, configured by FEDSILO_*.
+
+Serves the client and aggregation gRPC APIs and the operator REST API in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from pathlib import Path
+
+import grpc
+import uvicorn
+from fedsilo.modelstore.client import ModelStoreClient
+from fedsilo.rpc.channels import connect
+from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
+from fedsilo.scheduler.engine import Scheduler, SchedulerConfig
+from fedsilo.scheduler.store import SchedulerStore
+from fedsilo.settings import ServiceSettings
+from fedsilo.v1 import aggregator_pb2_grpc, registry_pb2, registry_pb2_grpc, scheduler_pb2_grpc
+from fedsilo_services.scheduler.rest import build_app
+from fedsilo_services.scheduler.servicer import AggregationQueueServicer, SchedulerServicer
+from pydantic import Field
+
+log = logging.getLogger("fedsilo.scheduler")
+
+
+class SchedulerSettings(ServiceSettings):
+    scheduler_db: Path = Path(".fedsilo/scheduler.db")
+    registry_address: str
+    modelstore_address: str
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535, description="operator REST API; 0 picks")
+    shard_parameters: int = Field(1 << 20, ge=1, description="coordinates per aggregation shard")
+    lease_s: float = Field(30.0, gt=0, description="an aggregator's hold on a shard")
+
+
+class RegistryDirectory:
+    """The scheduler's view of live clients, from the registry service."""
+
+    def __init__(self, stub: registry_pb2_grpc.RegistryStub) -> None:
+        self._stub = stub
+
+    def alive_clients(self, dataset: str) -> dict[str, str]:
+        response = self._stub.ListClients(
+            registry_pb2.ListClientsRequest(alive_only=True, dataset=dataset), timeout=10
+        )
+        return {client.client_id: client.site for client in response.clients}
+
+
+def main() -> None:
+    settings = SchedulerSettings()  # type: ignore[call-arg]  # required fields come from env
+    configure_logging("scheduler", settings.log_level)
+    registry = registry_pb2_grpc.RegistryStub(connect(settings.registry_address))
+    models = ModelStoreClient(connect(settings.modelstore_address))
+    store = SchedulerStore(settings.scheduler_db)
+    scheduler = Scheduler(
+        store,
+        RegistryDirectory(registry),
+        models,
+        SchedulerConfig(shard_parameters=settings.shard_parameters, lease_s=settings.lease_s),
+    )
+
+    def register(server: grpc.Server) -> list[str]:
+        scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(scheduler), server)
+        aggregator_pb2_grpc.add_AggregationQueueServicer_to_server(
+            AggregationQueueServicer(scheduler), server
+        )
+        return ["fedsilo.v1.Scheduler", "fedsilo.v1.AggregationQueue"]
+
+    running = start_service("scheduler", settings, register)
+
+    # The REST API binds its own socket first so that port 0 works and the port is known.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.http_host, settings.http_port))
+    running.http_port = sock.getsockname()[1]
+    http = uvicorn.Server(
+        uvicorn.Config(
+            build_app(scheduler, models, registry),
+            log_level="warning",
+            access_log=False,
+        )
+    )
+    http_thread = threading.Thread(target=http.run, kwargs={"sockets": [sock]}, daemon=True)
+    http_thread.start()
+    log.info(
+        "operator REST API on http://%s:%d (docs at /docs)", settings.http_host, running.http_port
+    )
+
+    def stop_http() -> None:
+        http.should_exit = True
+        http_thread.join(timeout=5)
+
+    running.add_stop_hook(scheduler.stop, before_drain=True)
+    running.add_stop_hook(stop_http, before_drain=True)
+    running.add_stop_hook(store.close)
+    scheduler.start()
+    run_until_signalled(running, settings)
+
+
+if __name__ == "__main__":
+    main()

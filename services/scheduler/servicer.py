@@ -1,0 +1,73 @@
+"""Scheduler gRPC servicers: the client-facing API and the aggregation queue."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from fedsilo.rpc.errors import translate_errors
+from fedsilo.scheduler.engine import Scheduler
+from fedsilo.v1 import aggregator_pb2, aggregator_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+
+log = logging.getLogger("fedsilo.scheduler")
+
+
+class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    @translate_errors(log)
+    def WaitForTask(
+        self, request: scheduler_pb2.WaitForTaskRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.Task:
+        return self._scheduler.wait_for_task(request.client_id, request.wait_s)
+
+    @translate_errors(log)
+    def SubmitUpdate(
+        self, request: scheduler_pb2.SubmitUpdateRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.SubmitUpdateResponse:
+        self._scheduler.submit_update(request)
+        return scheduler_pb2.SubmitUpdateResponse(accepted=True)
+
+    @translate_errors(log)
+    def ReportEvaluation(
+        self, request: scheduler_pb2.ReportEvaluationRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.ReportEvaluationResponse:
+        self._scheduler.report_evaluation(request)
+        return scheduler_pb2.ReportEvaluationResponse()
+
+    @translate_errors(log)
+    def DeclineTask(
+        self, request: scheduler_pb2.DeclineTaskRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.DeclineTaskResponse:
+        self._scheduler.decline_task(request)
+        return scheduler_pb2.DeclineTaskResponse()
+
+
+class AggregationQueueServicer(aggregator_pb2_grpc.AggregationQueueServicer):
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    @translate_errors(log)
+    def LeaseShard(
+        self, request: aggregator_pb2.LeaseShardRequest, context: grpc.ServicerContext
+    ) -> aggregator_pb2.LeaseShardResponse:
+        shard = self._scheduler.lease_shard(request.worker_id, request.wait_s)
+        if shard is None:
+            return aggregator_pb2.LeaseShardResponse(has_shard=False)
+        return aggregator_pb2.LeaseShardResponse(has_shard=True, shard=shard)
+
+    @translate_errors(log)
+    def RenewLease(
+        self, request: aggregator_pb2.RenewLeaseRequest, context: grpc.ServicerContext
+    ) -> aggregator_pb2.RenewLeaseResponse:
+        expires = self._scheduler.renew_lease(request.shard_id, request.lease_id)
+        return aggregator_pb2.RenewLeaseResponse(lease_expires_unix=expires)
+
+    @translate_errors(log)
+    def CompleteShard(
+        self, request: aggregator_pb2.CompleteShardRequest, context: grpc.ServicerContext
+    ) -> aggregator_pb2.CompleteShardResponse:
+        return aggregator_pb2.CompleteShardResponse(
+            accepted=self._scheduler.complete_shard(request)
+        )

@@ -1,0 +1,102 @@
+"""A real federation for integration tests: every service is its own OS process on ports
+chosen at run time, the four hospitals read their own files from ../shared/data."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fedsilo.cli.api import OperatorApi
+from fedsilo.cli.up import LocalControlPlane, start_control_plane
+from fedsilo.federations import heart_disease
+
+REPO = Path(__file__).resolve().parents[2]
+HEART_DATA = (REPO / ".." / "shared" / "data" / "fed_heart_disease").resolve()
+# 14 parameters in 4-coordinate shards: every round is split across the aggregator replicas.
+SHARD_PARAMETERS = 4
+# Clients that stop heartbeating are noticed within seconds, not the default 10 s.
+FAST_LIVENESS = {"FEDSILO_HEARTBEAT_INTERVAL_S": "0.5", "FEDSILO_LIVENESS_TIMEOUT_S": "3"}
+
+
+def require_heart_data() -> Path:
+    if not (HEART_DATA / "processed.cleveland.data").exists():
+        pytest.skip(f"heart-disease data not found at {HEART_DATA}")
+    return HEART_DATA
+
+
+@dataclass
+class Federation:
+    plane: LocalControlPlane
+    api: OperatorApi
+    data_dir: Path
+
+    def wait_for_sites(self, count: int, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if sum(site["alive"] for site in self.api.sites()) >= count:
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{count} sites did not enroll within {timeout_s}s")
+
+    def run_job(self, spec: dict[str, Any], timeout_s: float = 120) -> dict[str, Any]:
+        job_id = self.api.submit_job(spec)["job_id"]
+        return self.wait_for_job(job_id, timeout_s)
+
+    def wait_for_job(self, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self.api.job(job_id)
+            if status["state"] != "running":
+                return status
+            time.sleep(0.2)
+        raise TimeoutError(f"job {job_id} still running after {timeout_s}s: {status}")
+
+
+def start_federation(state_dir: Path, data_dir: Path, **plane_options: Any) -> Federation:
+    plane = start_control_plane(state_dir, **plane_options)
+    try:
+        for site in heart_disease.HOSPITALS:
+            config = state_dir / "sites" / f"{site}.yaml"
+            config.parent.mkdir(parents=True, exist_ok=True)
+            heart_disease.site_config(site, data_dir).write(config)
+            plane.start_client(site, config)
+        plane.wait_ready()
+        federation = Federation(plane, OperatorApi(plane.api_url), data_dir)
+        federation.wait_for_sites(len(heart_disease.HOSPITALS))
+    except BaseException:
+        plane.stop()
+        raise
+    return federation
+
+
+def small_job(algorithm: dict[str, Any], rounds: int = 2, **overrides: Any) -> dict[str, Any]:
+    return {
+        "name": f"test-{algorithm['name']}",
+        "dataset": heart_disease.DATASET,
+        "algorithm": algorithm,
+        "rounds": rounds,
+        "local_steps": 10,
+        "batch_size": 4,
+        "learning_rate": 0.001,
+        "min_clients": 2,
+        "seed": 3,
+        **overrides,
+    }
+
+
+@pytest.fixture(scope="session")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    data_dir = require_heart_data()
+    federation = start_federation(
+        tmp_path_factory.mktemp("federation"),
+        data_dir,
+        aggregators=2,
+        shard_parameters=SHARD_PARAMETERS,
+        extra_env=FAST_LIVENESS,
+    )
+    yield federation
+    federation.plane.stop()

@@ -1,0 +1,260 @@
+"""A whole federation over gRPC: jobs, sharded aggregation across replicas, lineage, rejected
+updates, metrics and health. Every service is a separate process."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import torch
+from fedsilo.algorithms.registry import FedAdamParams, server_optimizer
+from fedsilo.jobs import ModelSpec
+from fedsilo.learning import build_model
+from fedsilo.modelstore.client import ModelStoreClient
+from fedsilo.rpc.channels import connect
+from fedsilo.v1 import registry_pb2, registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .conftest import Federation, small_job
+
+pytestmark = pytest.mark.slow
+
+
+def test_job_completes_with_every_hospital_and_a_loadable_model(
+    federation: Federation, tmp_path: Path
+) -> None:
+    status = federation.run_job(small_job({"name": "fedavg"}, rounds=3))
+
+    assert status["state"] == "completed", status["error"]
+    rounds = {h["round"]: h for h in status["history"]}
+    assert sorted(rounds) == [0, 1, 2, 3]
+    for round_ in (1, 2, 3):
+        assert rounds[round_]["participants"] == ["cleveland", "hungarian", "switzerland", "va"]
+        assert set(rounds[round_]["per_site"]) == set(rounds[round_]["participants"])
+        assert 0.0 <= rounds[round_]["mean_test_accuracy"] <= 1.0
+    # lineage: each model names its parent, back to the initial one
+    models = httpx.get(f"{federation.plane.api_url}/v1/jobs/{status['job_id']}/models").json()
+    assert [m["round"] for m in models] == [0, 1, 2, 3]
+    for parent, child in itertools.pairwise(models):
+        assert child["parent_version"] == parent["version"]
+        assert sorted(child["participants"]) == ["cleveland", "hungarian", "switzerland", "va"]
+    assert models[-1]["version"] == status["model_version"]
+
+    output = tmp_path / "model.pt"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedsilo.cli.main",
+            "--api",
+            federation.plane.api_url,
+            "model",
+            "pull",
+            status["job_id"],
+            "-o",
+            str(output),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    model = build_model(ModelSpec(name="logistic_regression"), 13)
+    model.load_state_dict(torch.load(output))
+    weights = np.frombuffer(federation.api.model_weights(status["job_id"]), dtype="<f4")
+    np.testing.assert_array_equal(
+        np.concatenate([p.detach().numpy().ravel() for p in model.state_dict().values()]), weights
+    )
+
+
+def test_sharded_aggregation_across_replicas_equals_fedadam_on_whole_vectors(
+    federation: Federation,
+) -> None:
+    params = FedAdamParams(server_lr=0.05, tau=0.01)
+    status = federation.run_job(small_job(params.model_dump(), rounds=2))
+    assert status["state"] == "completed", status["error"]
+
+    models = ModelStoreClient(connect(federation.plane.service("modelstore").grpc_address))
+    db = sqlite3.connect(f"file:{federation.plane.state_dir / 'scheduler.db'}?mode=ro", uri=True)
+    optimizer = server_optimizer(params)
+    state = optimizer.initial_state(14)
+    for round_ in (1, 2):
+        base = models.get_model(status["job_id"], round_ - 1)
+        rows = db.execute(
+            "SELECT digest, num_examples FROM updates WHERE job_id = ? AND round = ?"
+            " ORDER BY client_id",
+            (status["job_id"], round_),
+        ).fetchall()
+        assert len(rows) == 4
+        deltas = np.stack([np.frombuffer(models.download(d), "<f4") for d, _ in rows])
+        counts = np.array([n for _, n in rows], dtype=np.float64)
+        mean_delta = ((counts / counts.sum()) @ deltas).astype(np.float32)
+        expected, state = optimizer.step(
+            np.frombuffer(models.download(base.blob.digest), "<f4"), mean_delta, state
+        )
+        got = np.frombuffer(
+            models.download(models.get_model(status["job_id"], round_).blob.digest), "<f4"
+        )
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+
+    shards = 0
+    for index in range(2):
+        text = httpx.get(federation.plane.service(f"aggregator-{index}").metrics_url).text
+        shards += sum(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("fedsilo_aggregation_shards_total")
+        )
+    assert shards >= 2 * 4  # two rounds of four shards
+
+
+@pytest.fixture
+def control_plane_stubs(
+    federation: Federation,
+) -> Iterator[
+    tuple[registry_pb2_grpc.RegistryStub, scheduler_pb2_grpc.SchedulerStub, ModelStoreClient]
+]:
+    plane = federation.plane
+    yield (
+        registry_pb2_grpc.RegistryStub(connect(plane.service("registry").grpc_address)),
+        scheduler_pb2_grpc.SchedulerStub(connect(plane.service("scheduler").grpc_address)),
+        ModelStoreClient(connect(plane.service("modelstore").grpc_address)),
+    )
+
+
+def _enroll(registry: registry_pb2_grpc.RegistryStub, site: str, dataset: str) -> str:
+    capabilities = registry_pb2.Capabilities(
+        datasets=[registry_pb2.DatasetInfo(name=dataset, num_train=10, num_test=5, num_features=13)]
+    )
+    return str(
+        registry.Enroll(registry_pb2.EnrollRequest(site=site, capabilities=capabilities)).client_id
+    )
+
+
+def test_bad_updates_are_rejected_with_the_right_status_and_the_round_goes_on(
+    federation: Federation,
+    control_plane_stubs: tuple[
+        registry_pb2_grpc.RegistryStub, scheduler_pb2_grpc.SchedulerStub, ModelStoreClient
+    ],
+) -> None:
+    registry, scheduler, models = control_plane_stubs
+    rogue = _enroll(registry, "rogue", "heart-disease")
+    outsider = _enroll(registry, "outsider", "another-dataset")
+    stop = threading.Event()
+
+    def keep_alive() -> None:
+        while not stop.wait(1.0):
+            for client_id in (rogue, outsider):
+                registry.Heartbeat(registry_pb2.HeartbeatRequest(client_id=client_id))
+
+    beating = threading.Thread(target=keep_alive, daemon=True)
+    beating.start()
+    try:
+        # Long local training keeps the hospitals busy while the rogue misbehaves.
+        job = federation.api.submit_job(
+            small_job({"name": "fedavg"}, rounds=1, local_steps=3000, evaluation_timeout_s=5)
+        )
+        while True:
+            task = scheduler.WaitForTask(
+                scheduler_pb2.WaitForTaskRequest(client_id=rogue, wait_s=10)
+            )
+            assert task.kind != scheduler_pb2.TASK_KIND_NONE, "rogue was never selected"
+            if task.kind == scheduler_pb2.TASK_KIND_TRAIN and task.job_id == job["job_id"]:
+                break
+            scheduler.DeclineTask(
+                scheduler_pb2.DeclineTaskRequest(
+                    client_id=rogue, task_id=task.task_id, reason="test: not evaluating"
+                )
+            )
+        size = task.manifest.num_parameters
+        good = models.upload(np.zeros(size, "<f4").tobytes(), dtype="float32").ref
+
+        def submit(client_id: str, blob: object, **fields: object) -> grpc.StatusCode:
+            request = scheduler_pb2.SubmitUpdateRequest(
+                client_id=client_id,
+                task_id=task.task_id,
+                job_id=task.job_id,
+                round=task.round,
+                model_version=task.model_version,
+                update=blob,
+                num_examples=10,
+            )
+            for name, value in fields.items():
+                setattr(request, name, value)
+            with pytest.raises(grpc.RpcError) as error:
+                scheduler.SubmitUpdate(request)
+            return error.value.code()
+
+        assert submit(outsider, good) == grpc.StatusCode.PERMISSION_DENIED
+        assert submit(rogue, good, round=task.round + 5) == grpc.StatusCode.FAILED_PRECONDITION
+        wrong_shape = models.upload(np.zeros(size + 1, "<f4").tobytes(), "float32").ref
+        assert submit(rogue, wrong_shape) == grpc.StatusCode.INVALID_ARGUMENT
+        poisoned = np.zeros(size, "<f4")
+        poisoned[3] = np.nan
+        nan_blob = models.upload(poisoned.tobytes(), "float32").ref
+        assert submit(rogue, nan_blob) == grpc.StatusCode.INVALID_ARGUMENT
+        assert submit(rogue, good, model_version="0" * 64) == grpc.StatusCode.FAILED_PRECONDITION
+
+        status = federation.wait_for_job(job["job_id"])
+    finally:
+        stop.set()
+        beating.join()
+    assert status["state"] == "completed", status["error"]
+    round_1 = next(h for h in status["history"] if h["round"] == 1)
+    assert round_1["participants"] == ["cleveland", "hungarian", "switzerland", "va"]
+    assert round_1["dropped"] == ["rogue"]
+    kinds = [e["kind"] for e in status["events"]]
+    assert "rejected:permission_denied" in kinds
+    assert kinds.count("rejected:invalid_argument") == 2
+    assert kinds.count("rejected:failed_precondition") == 2
+
+
+def test_every_service_reports_health_and_serves_metrics(federation: Federation) -> None:
+    for service in federation.plane.processes:
+        channel = connect(service.grpc_address)
+        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert response.status == health_pb2.HealthCheckResponse.SERVING, service.name
+        metrics = httpx.get(service.metrics_url).text
+        assert "fedsilo_" in metrics, service.name
+    scheduler_metrics = httpx.get(federation.plane.service("scheduler").metrics_url).text
+    assert 'fedsilo_rpc_requests_total{code="OK",method="SubmitUpdate"' in scheduler_metrics
+    assert "fedsilo_global_model_accuracy" in scheduler_metrics
+
+
+def test_cli_lists_sites_and_jobs_and_names_a_bad_spec_field(
+    federation: Federation, tmp_path: Path
+) -> None:
+    def fedsilo(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "fedsilo.cli.main", "--api", federation.plane.api_url, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    sites = json.loads(fedsilo("sites", "list", "--json").stdout)
+    assert {"cleveland", "hungarian", "switzerland", "va"} <= {s["site"] for s in sites}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: heart-disease\nrounds: -1\nalgorithm: {name: fedprox, mu: x}\n")
+    result = fedsilo("job", "submit", str(bad))
+    assert result.returncode == 2
+    assert "rounds" in result.stdout and "algorithm.fedprox.mu" in result.stdout
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "dataset: heart-disease\nrounds: 1\nlocal_steps: 5\nalgorithm: {name: fedyogi}\n"
+    )
+    submitted = json.loads(fedsilo("job", "submit", str(good), "--wait", "--json").stdout)
+    assert submitted["state"] == "completed"
+    listed = json.loads(fedsilo("job", "list", "--json").stdout)
+    assert submitted["job_id"] in {job["job_id"] for job in listed}
+    shown = json.loads(fedsilo("job", "status", submitted["job_id"], "--json").stdout)
+    assert shown["history"][-1]["participants"]
