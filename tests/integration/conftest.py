@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 from fedsilo.cli.api import OperatorApi
-from fedsilo.cli.up import LocalControlPlane, start_control_plane
+from fedsilo.cli.demo import start_heart_federation
+from fedsilo.cli.up import LocalControlPlane
 from fedsilo.federations import heart_disease
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,14 +35,6 @@ class Federation:
     api: OperatorApi
     data_dir: Path
 
-    def wait_for_sites(self, count: int, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if sum(site["alive"] for site in self.api.sites()) >= count:
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"{count} sites did not enroll within {timeout_s}s")
-
     def run_job(self, spec: dict[str, Any], timeout_s: float = 120) -> dict[str, Any]:
         job_id = self.api.submit_job(spec)["job_id"]
         return self.wait_for_job(job_id, timeout_s)
@@ -57,20 +50,8 @@ class Federation:
 
 
 def start_federation(state_dir: Path, data_dir: Path, **plane_options: Any) -> Federation:
-    plane = start_control_plane(state_dir, **plane_options)
-    try:
-        for site in heart_disease.HOSPITALS:
-            config = state_dir / "sites" / f"{site}.yaml"
-            config.parent.mkdir(parents=True, exist_ok=True)
-            heart_disease.site_config(site, data_dir).write(config)
-            plane.start_client(site, config)
-        plane.wait_ready()
-        federation = Federation(plane, OperatorApi(plane.api_url), data_dir)
-        federation.wait_for_sites(len(heart_disease.HOSPITALS))
-    except BaseException:
-        plane.stop()
-        raise
-    return federation
+    plane = start_heart_federation(state_dir, data_dir, **plane_options)
+    return Federation(plane, OperatorApi(plane.api_url), data_dir)
 
 
 def small_job(algorithm: dict[str, Any], rounds: int = 2, **overrides: Any) -> dict[str, Any]:

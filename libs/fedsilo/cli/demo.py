@@ -21,7 +21,7 @@ from rich.table import Table
 from fedsilo.algorithms.registry import ALGORITHM_NAMES
 from fedsilo.cli.api import OperatorApi
 from fedsilo.cli.main import console, watch_job
-from fedsilo.cli.up import start_control_plane
+from fedsilo.cli.up import LocalControlPlane, start_control_plane
 from fedsilo.federations import heart_disease
 from fedsilo.jobs import JobSpec
 
@@ -164,14 +164,12 @@ def _final_table(results: dict[str, Any]) -> Table:
     return table
 
 
-def run_federation(
-    data_dir: Path, spec: JobSpec, out: Path, *, aggregators: int = 2, quiet: bool = False
-) -> dict[str, Any]:
-    """Start everything, run the job, stop everything; returns the job status and processes."""
-    state_dir = out / "state"
+def start_heart_federation(
+    state_dir: Path, data_dir: Path, *, aggregators: int = 2, **plane_options: Any
+) -> LocalControlPlane:
+    """The control plane plus one client per hospital, each reading only its own file."""
     shutil.rmtree(state_dir, ignore_errors=True)
-    started = time.perf_counter()
-    plane = start_control_plane(state_dir, aggregators=aggregators)
+    plane = start_control_plane(state_dir, aggregators=aggregators, **plane_options)
     try:
         sites_dir = state_dir / "sites"
         sites_dir.mkdir(parents=True, exist_ok=True)
@@ -180,10 +178,32 @@ def run_federation(
             heart_disease.site_config(site, data_dir).write(config_path)
             plane.start_client(site, config_path)
         plane.wait_ready()
+        wait_for_sites(OperatorApi(plane.api_url), len(heart_disease.HOSPITALS))
+    except BaseException:
+        plane.stop()
+        raise
+    return plane
+
+
+def wait_for_sites(api: OperatorApi, count: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sum(site["alive"] for site in api.sites()) >= count:
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{count} sites did not enroll within {timeout_s:.0f}s")
+
+
+def run_federation(
+    data_dir: Path, spec: JobSpec, out: Path, *, aggregators: int = 2, quiet: bool = False
+) -> dict[str, Any]:
+    """Start everything, run the job, stop everything; returns the job status and processes."""
+    started = time.perf_counter()
+    plane = start_heart_federation(out / "state", data_dir, aggregators=aggregators)
+    try:
         if not quiet:
-            console.print(
-                f"started {len(plane.processes)} processes; operator API {plane.api_url}/docs"
-            )
+            console.print(f"started {len(plane.processes)} processes; operator API "
+                          f"{plane.api_url}/docs")
         api = OperatorApi(plane.api_url)
         submitted = api.submit_job(json.loads(spec.to_json()))
         status = watch_job(api, submitted["job_id"], quiet=quiet)
@@ -192,12 +212,8 @@ def run_federation(
         codes = plane.stop()
     for process in processes:
         process["exit_code"] = codes.get(process["service"])
-    return {
-        "status": status,
-        "processes": processes,
-        "wall_s": time.perf_counter() - started,
-        "state_dir": str(state_dir),
-    }
+    return {"status": status, "processes": processes,
+            "wall_s": time.perf_counter() - started, "state_dir": str(plane.state_dir)}
 
 
 def collect_results(
