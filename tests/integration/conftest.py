@@ -3,7 +3,12 @@ chosen at run time, the four hospitals read their own files from ../shared/data.
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,3 +86,56 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     )
     yield federation
     federation.plane.stop()
+
+
+ACCESS_KEY = "fedsilo-test"
+SECRET_KEY = "fedsilo-test-secret"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_until_answering(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"moto_server exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # an HTTP error status is still an answer
+        except OSError:
+            time.sleep(0.05)
+    pytest.fail(f"moto_server did not answer at {url} within 30 s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3-protocol server process on a free port; yields its host:port.
+
+    No MinIO server binary can be installed on this machine, so moto's standalone server
+    stands in; fedsilo talks to it with the same minio client it uses against MinIO."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    moto_server = Path(sys.executable).parent / "moto_server"
+    with log.open("wb") as log_file:
+        server = subprocess.Popen(
+            [str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_until_answering(f"http://127.0.0.1:{port}/", server, log)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()

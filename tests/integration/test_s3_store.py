@@ -6,70 +6,16 @@ S3Store talks to it through the same minio client it uses against MinIO. Every t
 fresh bucket, and the directory backend's behavioural checks run here unchanged.
 """
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fedsilo.storage import S3Store, StorageSettings, open_store
 from unit.storage.store_contract import BlobStoreContract, ObjectStoreContract
 
+from .conftest import ACCESS_KEY, SECRET_KEY
+
 pytestmark = pytest.mark.slow
-
-ACCESS_KEY = "fedsilo-test"
-SECRET_KEY = "fedsilo-test-secret"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _wait_until_answering(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"moto_server exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return  # an HTTP error status is still an answer
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(f"moto_server did not answer at {url} within 30 s:\n{log.read_text()}")
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start moto_server on a free port and yield its host:port."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    moto_server = Path(sys.executable).parent / "moto_server"
-    with log.open("wb") as log_file:
-        server = subprocess.Popen(
-            [str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_until_answering(f"http://127.0.0.1:{port}/", server, log)
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def _fresh_store(endpoint: str) -> S3Store:
@@ -113,3 +59,35 @@ def test_open_store_builds_an_s3_store_from_settings(s3_endpoint: str) -> None:
 
     assert isinstance(store, S3Store)
     assert store.list("jobs/") == ["jobs/j1/spec"]
+
+
+def test_a_federation_stores_its_models_in_s3(s3_endpoint: str, tmp_path: Path) -> None:
+    """The modelstore service on the S3 backend: a job's models and updates land in the bucket."""
+    from fedsilo.storage import BlobStore
+
+    from .conftest import FAST_LIVENESS, require_heart_data, small_job, start_federation
+
+    bucket = f"fedsilo-{uuid.uuid4().hex[:8]}"
+    s3_env = {
+        "FEDSILO_STORAGE_BACKEND": "s3",
+        "FEDSILO_S3_ENDPOINT": s3_endpoint,
+        "FEDSILO_S3_BUCKET": bucket,
+        "FEDSILO_S3_ACCESS_KEY": ACCESS_KEY,
+        "FEDSILO_S3_SECRET_KEY": SECRET_KEY,
+        "FEDSILO_S3_SECURE": "false",
+    }
+    federation = start_federation(
+        tmp_path / "state",
+        require_heart_data(),
+        aggregators=1,
+        extra_env={**FAST_LIVENESS, **s3_env},
+    )
+    try:
+        status = federation.run_job(small_job({"name": "fedavg"}, rounds=2))
+    finally:
+        federation.plane.stop()
+    assert status["state"] == "completed", status["error"]
+    assert not (tmp_path / "state" / "objects").exists()
+    store = S3Store(s3_endpoint, ACCESS_KEY, SECRET_KEY, bucket, secure=False)
+    assert BlobStore(store).exists(status["model_version"])
+    assert len(store.list(f"docs/models/{status['job_id']}/")) == 3
