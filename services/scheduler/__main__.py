@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -75,6 +76,7 @@ def main() -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.http_host, settings.http_port))
+    sock.listen(128)  # connections queue from now on, even before uvicorn accepts them
     running.http_port = sock.getsockname()[1]
     http = uvicorn.Server(
         uvicorn.Config(
@@ -85,6 +87,11 @@ def main() -> None:
     )
     http_thread = threading.Thread(target=http.run, kwargs={"sockets": [sock]}, daemon=True)
     http_thread.start()
+    deadline = time.monotonic() + 30
+    while not http.started and http_thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if not http.started:
+        raise SystemExit("the operator REST API did not start; see the log above")
     log.info(
         "operator REST API on http://%s:%d (docs at /docs)", settings.http_host, running.http_port
     )

@@ -6,7 +6,9 @@ from fedsilo.algorithms.registry import FedAdamParams
 from fedsilo.data import SiteConfig, TabularData, load_tabular
 from fedsilo.federations.heart_disease import (
     DATASET,
+    FLAMBY_SPLIT_SEED,
     HOSPITALS,
+    dataset_spec,
     flamby_job,
     site_config,
 )
@@ -61,6 +63,13 @@ def test_labels_are_binary_and_stratified_where_possible(hospitals: dict[str, Ta
         assert set(np.unique(np.concatenate([data.y_train, data.y_test]))) <= {0.0, 1.0}
         if site != "switzerland":
             assert abs(data.y_train.mean() - data.y_test.mean()) < 0.02
+
+
+def test_hospitals_split_with_flambys_seed():
+    spec = dataset_spec(DATA_DIR / HOSPITALS["va"])
+
+    assert (spec.split_seed, spec.test_fraction, spec.stratify) == (FLAMBY_SPLIT_SEED, 0.34, True)
+    assert FLAMBY_SPLIT_SEED == 43
 
 
 def test_site_config_survives_a_yaml_round_trip(tmp_path: Path):

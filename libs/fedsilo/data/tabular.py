@@ -119,7 +119,7 @@ class TabularDatasetSpec(BaseModel):
     one_hot: list[OneHot] = Field(default_factory=list)
     test_fraction: float = Field(0.34, gt=0, lt=1)
     stratify: bool = True
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0, lt=2**32)
     standardize: bool = True
 
     @model_validator(mode="after")

@@ -94,3 +94,24 @@ def test_fraction_outside_the_open_interval_is_refused(fraction: float):
 def test_too_few_rows_for_a_training_split_is_refused():
     with pytest.raises(ValueError, match="training split would be empty"):
         stratified_split(np.array([1]), 0.34, seed=0)
+
+
+def test_matches_scikit_learns_documented_train_test_split_example():
+    # sklearn docs: train_test_split(X, y, test_size=0.33, random_state=42) on five rows
+    # gives X_train rows 2, 0, 3 and X_test rows 1, 4 (unstratified: every class is single).
+    train, test = stratified_split(np.arange(5), 0.33, seed=42)
+
+    assert (train.tolist(), test.tolist()) == ([0, 2, 3], [1, 4])
+
+
+def test_matches_scikit_learns_documented_stratified_shuffle_split_example():
+    # sklearn docs: StratifiedShuffleSplit(test_size=0.5, random_state=0), first fold:
+    # train [5 2 3], test [4 1 0].
+    train, test = stratified_split(np.array([0, 0, 0, 1, 1, 1]), 0.5, seed=0)
+
+    assert (train.tolist(), test.tolist()) == ([2, 3, 5], [0, 1, 4])
+
+
+def test_a_seed_outside_the_generator_range_is_refused():
+    with pytest.raises(ValueError, match=r"seed must lie in \[0, 2\*\*32\)"):
+        stratified_split(np.array([0, 1, 0, 1]), 0.5, seed=-1)
