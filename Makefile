@@ -44,6 +44,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check libs services tests bench
 
 typecheck: $(STAMP)
+	@mkdir -p build/typecheck && ln -sfn ../../services build/typecheck/fedsilo_services
 	$(VENV)/bin/mypy
 
 # Regenerates libs/fedsilo/v1 from proto/; tests/unit/test_proto_fresh.py fails when it is stale.

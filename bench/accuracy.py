@@ -35,8 +35,9 @@ def mean_sd(values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--algorithms", nargs="+",
-                        default=["fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad"])
+    parser.add_argument(
+        "--algorithms", nargs="+", default=["fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad"]
+    )
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
     data_dir = find_data_dir(args.data_dir)
@@ -64,35 +65,54 @@ def main() -> int:
                         print(f"{name} seed {seed}: {status['state']} {status['error']}")
                         return 1
                     last = status["history"][-1]
-                    results[name].append({"accuracy": last["mean_test_accuracy"],
-                                          "seconds": time.perf_counter() - started})
-                    print(f"  seed {seed} {name:<10} mean test accuracy "
-                          f"{last['mean_test_accuracy']:.3f}  ({results[name][-1]['seconds']:.1f}s)",
-                          flush=True)
+                    results[name].append(
+                        {
+                            "accuracy": last["mean_test_accuracy"],
+                            "seconds": time.perf_counter() - started,
+                        }
+                    )
+                    print(
+                        f"  seed {seed} {name:<10} mean test accuracy "
+                        f"{last['mean_test_accuracy']:.3f}  ({results[name][-1]['seconds']:.1f}s)",
+                        flush=True,
+                    )
         finally:
             plane.stop()
 
-    print("\nmean test accuracy over the four hospitals, 15 rounds, "
-          f"{args.seeds} seeds (mean ± sd)")
+    print(
+        f"\nmean test accuracy over the four hospitals, 15 rounds, {args.seeds} seeds (mean ± sd)"
+    )
     print(f"{'method':<12} {'accuracy':>15}   {'median job s':>12}   FLamby")
-    flamby = {"fedavg": 0.685, "fedprox": 0.685, "fedadam": 0.726, "fedyogi": 0.731,
-              "fedadagrad": 0.731, "pooled": 0.735}
+    flamby = {
+        "fedavg": 0.685,
+        "fedprox": 0.685,
+        "fedadam": 0.726,
+        "fedyogi": 0.731,
+        "fedadagrad": 0.731,
+        "pooled": 0.735,
+    }
     summary = {}
     for name, runs in results.items():
         accuracies = [run["accuracy"] for run in runs]
         seconds = statistics.median(run["seconds"] for run in runs)
-        summary[name] = {"mean": statistics.mean(accuracies),
-                         "sd": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-                         "runs": accuracies, "median_job_s": seconds,
-                         "params": heart_disease.algorithm_params(name).model_dump()}
+        summary[name] = {
+            "mean": statistics.mean(accuracies),
+            "sd": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+            "runs": accuracies,
+            "median_job_s": seconds,
+            "params": heart_disease.algorithm_params(name).model_dump(),
+        }
         print(f"{name:<12} {mean_sd(accuracies):>15}   {seconds:>12.1f}   {flamby.get(name, '')}")
     for kind, values in baselines.items():
         summary[f"baseline_{kind}"] = {"mean": statistics.mean(values), "runs": values}
-        print(f"{kind + ' only' if kind == 'local' else kind:<12} {mean_sd(values):>15}"
-              f"   {'':>12}   {flamby.get(kind, '')}")
+        print(
+            f"{kind + ' only' if kind == 'local' else kind:<12} {mean_sd(values):>15}"
+            f"   {'':>12}   {flamby.get(kind, '')}"
+        )
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "accuracy.json").write_text(json.dumps(
-        {"machine": info, "seeds": args.seeds, "results": summary}, indent=2))
+    (RESULTS / "accuracy.json").write_text(
+        json.dumps({"machine": info, "seeds": args.seeds, "results": summary}, indent=2)
+    )
     print(f"wrote {RESULTS / 'accuracy.json'}")
     return 0
 

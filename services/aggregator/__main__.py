@@ -27,7 +27,7 @@ class AggregatorSettings(ServiceSettings):
 
 
 def main() -> None:
-    settings = AggregatorSettings()  # type: ignore[call-arg]  # required fields come from env
+    settings = AggregatorSettings()
     configure_logging("aggregator", settings.log_level)
     worker = AggregatorWorker(
         settings.worker_id or f"{socket.gethostname()}-{os.getpid()}",

@@ -31,7 +31,7 @@ class ClientSettings(ServiceSettings):
 
 
 def main() -> None:
-    settings = ClientSettings()  # type: ignore[call-arg]  # required fields come from env
+    settings = ClientSettings()
     configure_logging(f"client:{settings.site}", settings.log_level)
     torch.set_num_threads(settings.torch_threads)
     config = SiteConfig.load(settings.site_config)

@@ -48,8 +48,8 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
         if self._docs.exists(key):
             facts = self._docs.get(key)
             info.dtype = str(facts["dtype"])
-            info.num_elements = int(facts["num_elements"])  # type: ignore[call-overload]
-            info.num_nonfinite = int(facts["num_nonfinite"])  # type: ignore[call-overload]
+            info.num_elements = int(facts["num_elements"])
+            info.num_nonfinite = int(facts["num_nonfinite"])
         return info
 
     def UploadBlob(

@@ -51,7 +51,7 @@ class RegistryDirectory:
 
 
 def main() -> None:
-    settings = SchedulerSettings()  # type: ignore[call-arg]  # required fields come from env
+    settings = SchedulerSettings()
     configure_logging("scheduler", settings.log_level)
     registry = registry_pb2_grpc.RegistryStub(connect(settings.registry_address))
     models = ModelStoreClient(connect(settings.modelstore_address))

@@ -21,7 +21,8 @@ def normalized_weights(num_examples: Sequence[int]) -> NDArray[np.float64]:
         raise ValueError("need at least one client's example count")
     if np.any(counts <= 0):
         raise ValueError(f"example counts must be positive, got {counts.tolist()}")
-    return counts / counts.sum()
+    weights: NDArray[np.float64] = counts / counts.sum()
+    return weights
 
 
 def weighted_sum_into(

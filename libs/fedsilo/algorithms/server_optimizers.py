@@ -87,4 +87,5 @@ class FedAdamServer(AdaptiveServer):
 class FedYogiServer(AdaptiveServer):
     def second_moment(self, v: Vector, delta_sq: Vector) -> Vector:
         # Yogi's additive update: v grows or shrinks by at most (1 - beta2) * delta^2.
-        return v - np.float32(1.0 - self.beta2) * delta_sq * np.sign(v - delta_sq)
+        change: Vector = np.float32(1.0 - self.beta2) * delta_sq * np.sign(v - delta_sq)
+        return v - change

@@ -202,18 +202,25 @@ def run_federation(
     plane = start_heart_federation(out / "state", data_dir, aggregators=aggregators)
     try:
         if not quiet:
-            console.print(f"started {len(plane.processes)} processes; operator API "
-                          f"{plane.api_url}/docs")
+            console.print(
+                f"started {len(plane.processes)} processes; operator API {plane.api_url}/docs"
+            )
         api = OperatorApi(plane.api_url)
         submitted = api.submit_job(json.loads(spec.to_json()))
         status = watch_job(api, submitted["job_id"], quiet=quiet)
-        processes = [{"service": p.name, "pid": p.pid} for p in plane.processes]
+        processes: list[dict[str, Any]] = [
+            {"service": p.name, "pid": p.pid} for p in plane.processes
+        ]
     finally:
         codes = plane.stop()
     for process in processes:
         process["exit_code"] = codes.get(process["service"])
-    return {"status": status, "processes": processes,
-            "wall_s": time.perf_counter() - started, "state_dir": str(plane.state_dir)}
+    return {
+        "status": status,
+        "processes": processes,
+        "wall_s": time.perf_counter() - started,
+        "state_dir": str(plane.state_dir),
+    }
 
 
 def collect_results(

@@ -14,7 +14,7 @@ from fedsilo.telemetry import RPC_LATENCY, RPC_REQUESTS
 def _code_of(context: grpc.ServicerContext, failed: bool) -> str:
     code = context.code() if hasattr(context, "code") else None
     if isinstance(code, grpc.StatusCode):
-        return code.name
+        return str(code.name)
     return "UNKNOWN" if failed else "OK"
 
 

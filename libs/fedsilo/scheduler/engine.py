@@ -648,7 +648,7 @@ class Scheduler:
                 num_parameters=data["num_parameters"],
             )
         task = scheduler_pb2.Task(
-            kind=kind,
+            kind=scheduler_pb2.TaskKind.ValueType(kind),
             task_id=task_id,
             job_id=job["job_id"],
             round=job["round"],
