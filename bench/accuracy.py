@@ -18,11 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import machine
-
 from fedsilo.cli.api import OperatorApi
 from fedsilo.cli.demo import compute_baselines, find_data_dir, job_spec, start_heart_federation
 from fedsilo.federations import heart_disease
+from machine import machine
 
 RESULTS = Path(__file__).parent / "results"
 

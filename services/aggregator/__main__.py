@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 
 import grpc
 from fedsilo.aggregator.worker import AggregatorWorker
@@ -40,15 +39,7 @@ def main() -> None:
         return ["fedsilo.v1.Aggregator"]
 
     running = start_service("aggregator", settings, register)
-    stop = threading.Event()
-    loop = threading.Thread(target=worker.run, args=(stop,), name="shard-loop", daemon=True)
-    loop.start()
-
-    def stop_loop() -> None:
-        stop.set()
-        loop.join(timeout=settings.poll_s + 15)
-
-    running.add_stop_hook(stop_loop, before_drain=True)
+    running.run_in_background(worker.run, "shard-loop", join_timeout_s=settings.poll_s + 15)
     run_until_signalled(running, settings)
 
 

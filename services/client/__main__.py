@@ -5,7 +5,6 @@ Configured by FEDSILO_*: the site name, its dataset declarations, and the contro
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import grpc
@@ -53,15 +52,7 @@ def main() -> None:
         return ["fedsilo.v1.Client"]
 
     running = start_service(f"client-{settings.site}", settings, register)
-    stop = threading.Event()
-    loop = threading.Thread(target=agent.run, args=(stop,), name="task-loop", daemon=True)
-    loop.start()
-
-    def stop_loop() -> None:
-        stop.set()
-        loop.join(timeout=settings.poll_s + 15)
-
-    running.add_stop_hook(stop_loop, before_drain=True)
+    running.run_in_background(agent.run, "task-loop", join_timeout_s=settings.poll_s + 15)
     run_until_signalled(running, settings)
 
 

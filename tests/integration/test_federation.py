@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from fedsilo.algorithms.registry import FedAdamParams, server_optimizer
+from fedsilo.federations import heart_disease
 from fedsilo.jobs import ModelSpec
 from fedsilo.learning import build_model
 from fedsilo.modelstore.client import ModelStoreClient
@@ -258,3 +259,16 @@ def test_cli_lists_sites_and_jobs_and_names_a_bad_spec_field(
     assert submitted["job_id"] in {job["job_id"] for job in listed}
     shown = json.loads(fedsilo("job", "status", submitted["job_id"], "--json").stdout)
     assert shown["history"][-1]["participants"]
+
+
+@pytest.mark.parametrize(("algorithm", "floor"), [("fedavg", 0.66), ("fedyogi", 0.70)])
+def test_flamby_settings_reach_a_conservative_accuracy_floor(
+    federation: Federation, algorithm: str, floor: float
+) -> None:
+    """Seed 0 with FLamby's settings is deterministic; bench/accuracy.py reports the figures
+    over seeds (FedAvg about 0.70, FedYogi about 0.74). This only guards against regressions."""
+    spec = heart_disease.flamby_job(heart_disease.algorithm_params(algorithm), seed=0)
+    status = federation.run_job(json.loads(spec.to_json()))
+    assert status["state"] == "completed", status["error"]
+    assert status["history"][-1]["round"] == 15
+    assert status["history"][-1]["mean_test_accuracy"] >= floor

@@ -15,17 +15,14 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
-from pydantic import TypeAdapter
 
 from fedsilo.algorithms.aggregate import Vector, normalized_weights
-from fedsilo.algorithms.registry import AlgorithmParams, server_optimizer
+from fedsilo.algorithms.registry import parse_algorithm, server_optimizer
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.telemetry import AGGREGATED_BYTES, SHARD_SECONDS, SHARDS_COMPLETED
 from fedsilo.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 
 log = logging.getLogger("fedsilo.aggregator")
-
-_ALGORITHM = TypeAdapter(AlgorithmParams)
 
 ReadRange = Callable[[str, int, int], bytes]
 WriteBlob = Callable[[bytes], str]
@@ -69,7 +66,7 @@ def combine_shard(shard: aggregator_pb2.Shard, read: ReadRange, write: WriteBlob
         np.multiply(update, np.float32(weight), out=scratch)
         delta += scratch
     base = _read_vector(read, shard.base_digest, begin, end, "global model")
-    optimizer = server_optimizer(_ALGORITHM.validate_python(json.loads(shard.algorithm_json)))
+    optimizer = server_optimizer(parse_algorithm(json.loads(shard.algorithm_json)))
     if shard.server_state:
         state = {
             name: _read_vector(read, shard.server_state[name], begin, end, f"state {name}").copy()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from fedsilo.algorithms.server_optimizers import (
     FedAdagradServer,
@@ -59,6 +60,15 @@ AlgorithmParams = Annotated[
     FedAvgParams | FedProxParams | FedAdamParams | FedYogiParams | FedAdagradParams,
     Field(discriminator="name"),
 ]
+
+_ALGORITHM_ADAPTER: TypeAdapter[AlgorithmParams] = TypeAdapter(AlgorithmParams)
+
+
+def parse_algorithm(data: Mapping[str, Any]) -> AlgorithmParams:
+    """Validate `{"name": ..., params}`; defaults fill what is not given."""
+    params: AlgorithmParams = _ALGORITHM_ADAPTER.validate_python(dict(data))
+    return params
+
 
 ALGORITHM_NAMES: tuple[str, ...] = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
 

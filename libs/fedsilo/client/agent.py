@@ -10,6 +10,7 @@ import time
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -153,12 +154,12 @@ class ClientAgent:
                 error.details(),
             )
 
-    def _initialize(self, task: scheduler_pb2.Task, spec: JobSpec) -> None:
-        data = self.dataset(spec.dataset)
-        model = build_model(spec.model, data.num_features, seed=spec.seed)
-        vector = flatten(model)
-        entries = manifest(model)
-        info = self._plane.models.upload(vector.tobytes(), dtype="float32")
+    def _submit(
+        self, task: scheduler_pb2.Task, vector: np.ndarray, num_examples: int, **fields: Any
+    ) -> None:
+        """Upload a float32 vector (an update, or the initial model) and report it."""
+        info = self._plane.models.upload(vector.astype("<f4").tobytes(), dtype="float32")
+        UPDATE_BYTES.labels(self.site).inc(info.ref.size)
         self._plane.scheduler.SubmitUpdate(
             scheduler_pb2.SubmitUpdateRequest(
                 client_id=self.client_id,
@@ -166,14 +167,24 @@ class ClientAgent:
                 job_id=task.job_id,
                 round=task.round,
                 update=info.ref,
-                num_examples=data.num_train,
-                manifest=common_pb2.ModelManifest(
-                    tensors=[
-                        common_pb2.TensorEntry(name=e.name, shape=list(e.shape)) for e in entries
-                    ],
-                    num_parameters=int(vector.size),
-                ),
+                num_examples=num_examples,
+                **fields,
             )
+        )
+
+    def _initialize(self, task: scheduler_pb2.Task, spec: JobSpec) -> None:
+        data = self.dataset(spec.dataset)
+        model = build_model(spec.model, data.num_features, seed=spec.seed)
+        vector = flatten(model)
+        entries = manifest(model)
+        self._submit(
+            task,
+            vector,
+            data.num_train,
+            manifest=common_pb2.ModelManifest(
+                tensors=[common_pb2.TensorEntry(name=e.name, shape=list(e.shape)) for e in entries],
+                num_parameters=int(vector.size),
+            ),
         )
         log.info("job %s: initial model (%d parameters) submitted", task.job_id, vector.size)
 
@@ -196,20 +207,12 @@ class ClientAgent:
             global_params=global_params,
         )
         LOCAL_TRAIN_SECONDS.labels(self.site).observe(time.perf_counter() - start)
-        delta = (flatten(model) - start_vector).astype("<f4")
-        info = self._plane.models.upload(delta.tobytes(), dtype="float32")
-        UPDATE_BYTES.labels(self.site).inc(info.ref.size)
-        self._plane.scheduler.SubmitUpdate(
-            scheduler_pb2.SubmitUpdateRequest(
-                client_id=self.client_id,
-                task_id=task.task_id,
-                job_id=task.job_id,
-                round=task.round,
-                model_version=task.model_version,
-                update=info.ref,
-                num_examples=result.num_examples,
-                metrics={"train_loss": result.mean_loss},
-            )
+        self._submit(
+            task,
+            flatten(model) - start_vector,
+            result.num_examples,
+            model_version=task.model_version,
+            metrics={"train_loss": result.mean_loss},
         )
         log.info(
             "job %s round %d: trained %d steps on %d examples, loss %.4f",

@@ -11,13 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fedsilo.algorithms import AlgorithmParams
-from fedsilo.algorithms.registry import (
-    FedAdagradParams,
-    FedAdamParams,
-    FedAvgParams,
-    FedProxParams,
-    FedYogiParams,
-)
+from fedsilo.algorithms.registry import parse_algorithm
 from fedsilo.data import LabelRule, OneHot, SiteConfig, TabularDatasetSpec
 from fedsilo.jobs import JobSpec, ModelSpec
 
@@ -86,21 +80,14 @@ def flamby_job(algorithm_params: AlgorithmParams, seed: int = 0) -> JobSpec:
     )
 
 
-# Server-side settings measured on this federation by bench/accuracy.py (several seeds);
-# the client side stays exactly FLamby's.
-TUNED_ALGORITHMS: dict[str, AlgorithmParams] = {
-    "fedavg": FedAvgParams(),
-    "fedprox": FedProxParams(mu=0.01),
-    "fedadam": FedAdamParams(server_lr=0.1, tau=1e-3),
-    "fedyogi": FedYogiParams(server_lr=0.1, tau=1e-3),
-    "fedadagrad": FedAdagradParams(server_lr=0.1, tau=1e-3),
-}
-DEFAULT_ALGORITHM = "fedadam"
-# The pooled baseline trains on the union of the train splits for this many epochs.
-POOLED_EPOCHS = 20
+# The algorithms run with the library's default server settings: none of them was tuned on
+# these hospitals' test sets. FedYogi is the demo's default: bench/accuracy.py measured it as
+# the most accurate and the most stable over seeds here.
+DEFAULT_ALGORITHM = "fedyogi"
+# FLamby's pooled budget: 50 epochs over the union of the train splits.
+POOLED_EPOCHS = 50
 
 
 def algorithm_params(name: str) -> AlgorithmParams:
-    if name not in TUNED_ALGORITHMS:
-        raise KeyError(f"unknown algorithm {name!r}; choose from {', '.join(TUNED_ALGORITHMS)}")
-    return TUNED_ALGORITHMS[name]
+    """A named algorithm with its default parameters (FedProx: mu 0.01, as FLamby)."""
+    return parse_algorithm({"name": name})

@@ -55,6 +55,21 @@ class RunningService:
         stopping background loops) run first so that draining does not wait on them."""
         (self._before_drain if before_drain else self._after_drain).append(hook)
 
+    def run_in_background(
+        self, target: Callable[[threading.Event], None], name: str, join_timeout_s: float
+    ) -> None:
+        """Run a service's work loop (task polling, shard leasing) beside the gRPC server; on
+        stop it is told to finish before in-flight calls are drained."""
+        stop = threading.Event()
+        loop = threading.Thread(target=target, args=(stop,), name=name, daemon=True)
+        loop.start()
+
+        def stop_loop() -> None:
+            stop.set()
+            loop.join(timeout=join_timeout_s)
+
+        self.add_stop_hook(stop_loop, before_drain=True)
+
     def write_ready_file(self, path: Path | None) -> None:
         if path is None:
             return

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from google.protobuf import json_format
+
 from fedsilo.algorithms.registry import server_optimizer
 from fedsilo.jobs import JobSpec
 from fedsilo.rpc.errors import (
@@ -387,7 +389,7 @@ class Scheduler:
                     f"parameters, num_parameters says {expected}"
                 )
         else:
-            expected = json.loads(job["manifest_json"])["num_parameters"]
+            expected = job_manifest(job).num_parameters
         if info.num_elements != expected:
             raise invalid_argument(
                 f"update has {info.num_elements} parameters, the model has {expected} (wrong shape)"
@@ -637,16 +639,7 @@ class Scheduler:
         self._tasks[task_id] = TaskInfo(
             task_id, job["job_id"], job["round"], job["attempt"], kind, client_id, site
         )
-        manifest = common_pb2.ModelManifest()
-        if job["manifest_json"]:
-            data = json.loads(job["manifest_json"])
-            manifest = common_pb2.ModelManifest(
-                tensors=[
-                    common_pb2.TensorEntry(name=t["name"], shape=t["shape"])
-                    for t in data["tensors"]
-                ],
-                num_parameters=data["num_parameters"],
-            )
+        manifest = job_manifest(job)
         task = scheduler_pb2.Task(
             kind=scheduler_pb2.TaskKind.ValueType(kind),
             task_id=task_id,
@@ -717,10 +710,6 @@ class Scheduler:
     def _accept_initial_model(
         self, job: dict[str, Any], request: scheduler_pb2.SubmitUpdateRequest, task: TaskInfo
     ) -> None:
-        manifest = {
-            "tensors": [{"name": t.name, "shape": list(t.shape)} for t in request.manifest.tensors],
-            "num_parameters": request.manifest.num_parameters,
-        }
         spec = JobSpec.from_json(job["spec_json"])
         record = self._artifacts.put_model(
             modelstore_pb2.ModelRecord(
@@ -733,7 +722,9 @@ class Scheduler:
             )
         )
         self._store.update_job(
-            job["job_id"], model_version=record.version, manifest_json=json.dumps(manifest)
+            job["job_id"],
+            model_version=record.version,
+            manifest_json=json_format.MessageToJson(request.manifest),
         )
         self._store.update_round(
             job["job_id"], 0, new_version=record.version, participants=[task.site]
@@ -827,7 +818,7 @@ class Scheduler:
         runtime.selected, runtime.finished = {}, set()
 
     def _plan_aggregation(self, job: Mapping[str, Any], runtime: RoundRuntime) -> None:
-        num_parameters = json.loads(job["manifest_json"])["num_parameters"]
+        num_parameters = job_manifest(job).num_parameters
         runtime.shards = [
             ShardState(f"{job['job_id']}-r{job['round']}a{job['attempt']}-s{index}", begin, end)
             for index, (begin, end) in enumerate(
@@ -846,20 +837,13 @@ class Scheduler:
             for name in server_optimizer(spec.algorithm).state_names
         }
         updates = self._store.updates(job["job_id"], job["round"], job["attempt"])
-        manifest = json.loads(job["manifest_json"])
         record = self._artifacts.put_model(
             modelstore_pb2.ModelRecord(
                 job_id=job["job_id"],
                 round=job["round"],
                 parent_version=job["model_version"],
                 participants=sorted(u.site for u in updates),
-                manifest=common_pb2.ModelManifest(
-                    tensors=[
-                        common_pb2.TensorEntry(name=t["name"], shape=t["shape"])
-                        for t in manifest["tensors"]
-                    ],
-                    num_parameters=manifest["num_parameters"],
-                ),
+                manifest=job_manifest(job),
                 blob=weights,
                 algorithm=spec.algorithm.name,
                 server_state=state,
@@ -924,6 +908,14 @@ class Scheduler:
         if not runtime.waiting_logged:
             log.info("job %s round %d waiting: %s", job["job_id"], job["round"], why)
             runtime.waiting_logged = True
+
+
+def job_manifest(job: Mapping[str, Any]) -> common_pb2.ModelManifest:
+    """The model layout fixed when the initial model was accepted (empty before)."""
+    manifest = common_pb2.ModelManifest()
+    if job["manifest_json"]:
+        json_format.Parse(job["manifest_json"], manifest)
+    return manifest
 
 
 def _numel(shape: Any) -> int:
