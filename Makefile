@@ -1,12 +1,12 @@
 # fedsilo — every target bootstraps what it needs into .venv (Python 3.11, pinned packages).
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: setup demo test test-fast lint typecheck proto proto-check bench bench-accuracy up clean help
+.PHONY: setup demo test test-fast lint typecheck proto bench bench-accuracy up clean help
 
 help:
 	@echo "make demo    run the heart-disease federation (ARGS='--algorithm fedavg --rounds 5 --out DIR')"
@@ -14,7 +14,7 @@ help:
 	@echo "make setup | lint | typecheck | proto | bench-accuracy | up | clean"
 
 $(PY):
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or set PYTHON=..."; exit 1; }
+	@$(PYTHON) -c "import sys; sys.exit(sys.version_info[:2] != (3, 11))" || { echo "error: Python 3.11 is needed (found $(PYTHON)); set PYTHON=..."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
 # torch first, by its exact pin: it is the CPU wheel on disk, and installing it before anything

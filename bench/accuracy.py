@@ -108,6 +108,7 @@ def main() -> int:
             f"{kind + ' only' if kind == 'local' else kind:<12} {mean_sd(values):>15}"
             f"   {'':>12}   {flamby.get(kind, '')}"
         )
+    print("¹ each hospital's own model on its own test set (Switzerland's is almost all positive)")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "accuracy.json").write_text(
         json.dumps({"machine": info, "seeds": args.seeds, "results": summary}, indent=2)
