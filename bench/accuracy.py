@@ -104,10 +104,8 @@ def main() -> int:
         print(f"{name:<12} {mean_sd(accuracies):>15}   {seconds:>12.1f}   {flamby.get(name, '')}")
     for kind, values in baselines.items():
         summary[f"baseline_{kind}"] = {"mean": statistics.mean(values), "runs": values}
-        print(
-            f"{kind + ' only' if kind == 'local' else kind:<12} {mean_sd(values):>15}"
-            f"   {'':>12}   {flamby.get(kind, '')}"
-        )
+        label = "local only¹" if kind == "local" else kind
+        print(f"{label:<12} {mean_sd(values):>15}   {'':>12}   {flamby.get(kind, '')}")
     print("¹ each hospital's own model on its own test set (Switzerland's is almost all positive)")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "accuracy.json").write_text(
