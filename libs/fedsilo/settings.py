@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fedsilo.audit import AuditLog
+
 
 class ServiceSettings(BaseSettings):
     """What every service reads: where to listen, where to report readiness, how to stop."""
@@ -24,6 +26,10 @@ class ServiceSettings(BaseSettings):
     grace_s: float = Field(5.0, ge=0, description="SIGTERM: time in-flight RPCs get to finish")
     max_workers: int = Field(32, ge=1, description="gRPC handler threads")
     log_level: str = "INFO"
+    audit_dir: Path = Field(Path(".fedsilo/audit"), description="append-only <service>.jsonl")
+
+    def audit_log(self, service: str) -> AuditLog:
+        return AuditLog(self.audit_dir / f"{service}.jsonl", service)
 
 
 class StoreClientSettings(BaseSettings):

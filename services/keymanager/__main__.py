@@ -20,7 +20,7 @@ def main() -> None:
     settings = KeyManagerSettings()
     configure_logging("keymanager", settings.log_level)
     directory = KeyDirectory(settings.keymanager_db)
-    servicer = KeyManagerServicer(directory)
+    servicer = KeyManagerServicer(directory, settings.audit_log("keymanager"))
 
     def register(server: grpc.Server) -> list[str]:
         keymanager_pb2_grpc.add_KeyManagerServicer_to_server(servicer, server)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import grpc
+from fedsilo.audit import AuditLog
 from fedsilo.keymanager.directory import KeyConflict, KeyDirectory, RoundKey
 from fedsilo.rpc.errors import RpcRejection, invalid_argument, translate_errors
 from fedsilo.v1 import keymanager_pb2, keymanager_pb2_grpc
@@ -13,8 +14,9 @@ log = logging.getLogger("fedsilo.keymanager")
 
 
 class KeyManagerServicer(keymanager_pb2_grpc.KeyManagerServicer):
-    def __init__(self, directory: KeyDirectory) -> None:
+    def __init__(self, directory: KeyDirectory, audit: AuditLog | None = None) -> None:
         self._directory = directory
+        self.audit = audit
 
     @translate_errors(log)
     def PublishRoundKey(
@@ -30,6 +32,14 @@ class KeyManagerServicer(keymanager_pb2_grpc.KeyManagerServicer):
         )
         try:
             count = self._directory.publish(request.job_id, request.round, key)
+            if self.audit is not None:
+                self.audit.append(
+                    "round_key_published",
+                    actor=key.client_id,
+                    job_id=request.job_id,
+                    round=request.round,
+                    algorithm=key.algorithm,
+                )
         except KeyConflict as error:
             raise RpcRejection(grpc.StatusCode.ALREADY_EXISTS, str(error)) from None
         except ValueError as error:

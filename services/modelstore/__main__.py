@@ -40,7 +40,9 @@ def main() -> None:
     settings = ModelStoreSettings()
     configure_logging("modelstore", settings.log_level)
     store = open_store(settings.storage())
-    servicer = ModelStoreServicer(BlobStore(store), DocumentStore(store))
+    servicer = ModelStoreServicer(
+        BlobStore(store), DocumentStore(store), settings.audit_log("modelstore")
+    )
 
     def register(server: grpc.Server) -> list[str]:
         modelstore_pb2_grpc.add_ModelStoreServicer_to_server(servicer, server)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import grpc
+from fedsilo.audit import AuditLog
 from fedsilo.modelstore.catalog import LineageConflict, ModelCatalog, ModelNotFound
 from fedsilo.modelstore.scan import ElementScanner
 from fedsilo.rpc.channels import CHUNK_BYTES
@@ -26,7 +27,10 @@ log = logging.getLogger("fedsilo.modelstore")
 
 
 class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
-    def __init__(self, blobs: BlobStore, documents: DocumentStore) -> None:
+    def __init__(
+        self, blobs: BlobStore, documents: DocumentStore, audit: AuditLog | None = None
+    ) -> None:
+        self.audit = audit
         self._blobs = blobs
         self._docs = documents
         self._catalog = ModelCatalog(documents)

@@ -23,7 +23,9 @@ def main() -> None:
     settings = RegistrySettings()
     configure_logging("registry", settings.log_level)
     store = RegistryStore(settings.registry_db, liveness_timeout_s=settings.liveness_timeout_s)
-    servicer = RegistryServicer(store, settings.heartbeat_interval_s)
+    servicer = RegistryServicer(
+        store, settings.heartbeat_interval_s, settings.audit_log("registry")
+    )
 
     def register(server: grpc.Server) -> list[str]:
         registry_pb2_grpc.add_RegistryServicer_to_server(servicer, server)

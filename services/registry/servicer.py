@@ -6,6 +6,7 @@ import logging
 import re
 
 import grpc
+from fedsilo.audit import AuditLog
 from fedsilo.registry.store import RegistryStore, UnknownClient
 from fedsilo.rpc.errors import invalid_argument, not_found, translate_errors
 from fedsilo.telemetry import CLIENTS_ALIVE, CLIENTS_ENROLLED, HEARTBEATS
@@ -17,7 +18,10 @@ SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
-    def __init__(self, store: RegistryStore, heartbeat_interval_s: float) -> None:
+    def __init__(
+        self, store: RegistryStore, heartbeat_interval_s: float, audit: AuditLog | None = None
+    ) -> None:
+        self.audit = audit
         self._store = store
         self._interval = heartbeat_interval_s
 
@@ -36,6 +40,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                 "(at most 63, starting with a letter or digit)"
             )
         client_id = self._store.enroll(request.site, request.capabilities)
+        if self.audit is not None:
+            self.audit.append(
+                "client_enrolled", actor=client_id, site=request.site, peer=context.peer()
+            )
         datasets = ", ".join(d.name for d in request.capabilities.datasets) or "none"
         log.info("enrolled %s for site %s (datasets: %s)", client_id, request.site, datasets)
         self._refresh_gauges()

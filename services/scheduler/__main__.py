@@ -64,7 +64,9 @@ def main() -> None:
     )
 
     def register(server: grpc.Server) -> list[str]:
-        scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(scheduler), server)
+        scheduler_pb2_grpc.add_SchedulerServicer_to_server(
+            SchedulerServicer(scheduler, settings.audit_log("scheduler")), server
+        )
         aggregator_pb2_grpc.add_AggregationQueueServicer_to_server(
             AggregationQueueServicer(scheduler), server
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import grpc
+from fedsilo.audit import AuditLog
 from fedsilo.rpc.errors import translate_errors
 from fedsilo.scheduler.engine import Scheduler
 from fedsilo.v1 import aggregator_pb2, aggregator_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
@@ -13,8 +14,9 @@ log = logging.getLogger("fedsilo.scheduler")
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler, audit: AuditLog | None = None) -> None:
         self._scheduler = scheduler
+        self.audit = audit
 
     @translate_errors(log)
     def WaitForTask(
@@ -45,8 +47,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
 
 class AggregationQueueServicer(aggregator_pb2_grpc.AggregationQueueServicer):
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Scheduler, audit: AuditLog | None = None) -> None:
         self._scheduler = scheduler
+        self.audit = audit
 
     @translate_errors(log)
     def LeaseShard(

@@ -218,6 +218,44 @@ def test_bad_updates_are_rejected_with_the_right_status_and_the_round_goes_on(
     assert kinds.count("rejected:invalid_argument") == 2
     assert kinds.count("rejected:failed_precondition") == 2
 
+    # every refusal is in the scheduler's tamper-evident audit log, and the chain holds
+    audit = federation.plane.state_dir / "audit" / "scheduler.jsonl"
+    entries = [json.loads(line) for line in audit.read_text().splitlines()]
+    refused = [
+        e
+        for e in entries
+        if e["event"] == "request_rejected"
+        and e["details"]["method"] == "SubmitUpdate"
+        and e["actor"] in (rogue, outsider)
+    ]
+    assert sorted(e["details"]["code"] for e in refused) == sorted(
+        [
+            "PERMISSION_DENIED",
+            "FAILED_PRECONDITION",
+            "INVALID_ARGUMENT",
+            "INVALID_ARGUMENT",
+            "FAILED_PRECONDITION",
+        ]
+    )
+    verified = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fedsilo.cli.main",
+            "audit",
+            "verify",
+            str(audit),
+            str(federation.plane.state_dir / "audit" / "registry.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verified.returncode == 0, verified.stdout
+    assert "chain intact" in verified.stdout
+    enrolled = (federation.plane.state_dir / "audit" / "registry.jsonl").read_text()
+    assert '"event": "client_enrolled"' in enrolled and rogue in enrolled
+
 
 def test_every_service_reports_health_and_serves_metrics(federation: Federation) -> None:
     for service in federation.plane.processes:

@@ -253,6 +253,29 @@ def cmd_client(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from fedsilo.audit import verify_audit_log
+
+    results = [verify_audit_log(Path(path), args.expect_head) for path in args.files]
+    if args.json:
+        _print_json(
+            [
+                {
+                    "path": str(r.path),
+                    "ok": r.ok,
+                    "entries": r.entries,
+                    "head": r.head,
+                    "problem": r.problem,
+                }
+                for r in results
+            ]
+        )
+    else:
+        for result in results:
+            console.print(("[green]" if result.ok else "[red]") + result.describe())
+    return 0 if all(result.ok for result in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fedsilo", description=__doc__)
     parser.add_argument(
@@ -304,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("--round", type=int, default=-1, help="default: the latest")
     pull.add_argument("-o", "--output", required=True)
 
+    audit = commands.add_parser("audit", help="audit logs").add_subparsers(
+        dest="action", required=True
+    )
+    verify = with_json(audit.add_parser("verify", help="check the hash chain of audit logs"))
+    verify.add_argument("files", nargs="+", help="e.g. .fedsilo/audit/*.jsonl")
+    verify.add_argument("--expect-head", default=None, help="head hash recorded elsewhere")
+
     sites = commands.add_parser("sites", help="institutions").add_subparsers(
         dest="action", required=True
     )
@@ -328,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_up(args)
         if args.command == "client":
             return cmd_client(args)
+        if args.command == "audit":
+            return cmd_audit_verify(args)
         if args.command == "demo":
             from fedsilo.cli.demo import run_demo
 

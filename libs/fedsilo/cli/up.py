@@ -54,6 +54,7 @@ class LocalControlPlane:
             "fedsilo_services.client",
             {
                 **self.client_env(),
+                "FEDSILO_AUDIT_DIR": str(self.state_dir / "audit"),
                 "FEDSILO_SITE": site,
                 "FEDSILO_SITE_CONFIG": str(site_config),
                 **extra_env,
@@ -84,7 +85,7 @@ def start_control_plane(
     state_dir = state_dir.resolve()
     run_dir = state_dir / "run"
     plane = LocalControlPlane(state_dir)
-    common = dict(extra_env or {})
+    common = {"FEDSILO_AUDIT_DIR": str(state_dir / "audit"), **(extra_env or {})}
     try:
         first = [
             spawn(

@@ -9,6 +9,8 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
+from fedsilo.audit import AuditLog
+
 
 class RpcRejection(Exception):
     """A request refused for a reason the caller must see: carries the gRPC status code."""
@@ -44,7 +46,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def translate_errors(logger: logging.Logger) -> Callable[[F], F]:
-    """Servicer-method decorator: rejections become their status, with a log line each."""
+    """Servicer-method decorator: rejections become their status, with a log line each and,
+    when the servicer has an `audit` log, an audit entry: every refused request is on record."""
 
     def decorate(method: F) -> F:
         @wraps(method)
@@ -55,6 +58,16 @@ def translate_errors(logger: logging.Logger) -> Callable[[F], F]:
                 logger.warning(
                     "rejected %s: %s %s", method.__name__, rejection.code.name, rejection.message
                 )
+                audit: AuditLog | None = getattr(self, "audit", None)
+                if audit is not None:
+                    audit.append(
+                        "request_rejected",
+                        actor=str(getattr(request, "client_id", "")),
+                        method=method.__name__,
+                        code=rejection.code.name,
+                        reason=rejection.message,
+                        peer=context.peer(),
+                    )
                 abort(context, rejection)
 
         return wrapper  # type: ignore[return-value]

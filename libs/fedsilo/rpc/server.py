@@ -117,6 +117,13 @@ def start_service(name: str, settings: ServiceSettings, register: Registrar) -> 
     for service_name in ["", *service_names]:
         health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
     running = RunningService(name, server, health_servicer, grpc_port, metrics_port)
+    # Recorded in the service log, so a truncated audit file is caught by comparing heads.
+    log.info(
+        "%s audit log %s, head %s",
+        name,
+        settings.audit_dir / f"{name}.jsonl",
+        settings.audit_log(name).head(),
+    )
     running.add_stop_hook(metrics_server.shutdown)
     log.info(
         "%s serving gRPC on %s:%d, metrics on :%d",
