@@ -1,0 +1,49 @@
+"""Secure aggregation (Bonawitz et al. 2017, SecAgg+ graph of Bell et al. 2020): pure maths.
+
+No networking: a client agent and the aggregator call these functions and move the bytes.
+"""
+
+from fedsilo.secagg.graph import (
+    neighbours,
+    recommended_degree,
+    recommended_threshold,
+    share_holders,
+)
+from fedsilo.secagg.keys import ClientKeys, agree, agreement_context
+from fedsilo.secagg.masking import (
+    DanglingPair,
+    mask_update,
+    pairwise_seed,
+    recover_dangling_pairs,
+    ring_add_into,
+    unmask_sum,
+)
+from fedsilo.secagg.prg import SEED_BYTES, expand_mask, new_seed
+from fedsilo.secagg.quantize import RingSpec, dequantize_sum, quantization_step, quantize
+from fedsilo.secagg.shamir import Share, combine_shares, share_secret
+
+__all__ = [
+    "SEED_BYTES",
+    "ClientKeys",
+    "DanglingPair",
+    "RingSpec",
+    "Share",
+    "agree",
+    "agreement_context",
+    "combine_shares",
+    "dequantize_sum",
+    "expand_mask",
+    "mask_update",
+    "neighbours",
+    "new_seed",
+    "pairwise_seed",
+    "quantization_step",
+    "quantize",
+    "recommended_degree",
+    "recommended_threshold",
+    "recover_dangling_pairs",
+    "ring_add_into",
+    "share_holders",
+    "share_secret",
+    "unmask_sum",
+]
