@@ -70,7 +70,7 @@ def train_local(
     device = params[0].device
     x = torch.from_numpy(data.x_train).to(device)
     y = torch.from_numpy(data.y_train).to(device)
-    step_optimizer = _optimizer(optimizer, params, learning_rate)
+    step_optimizer = make_optimizer(optimizer, params, learning_rate)
     sampler = torch.Generator().manual_seed(seed)
     order = torch.empty(0, dtype=torch.long)
     position = 0
@@ -87,7 +87,7 @@ def train_local(
             batch = order[position : position + batch_size].to(device)
             position += batch_size
             step_optimizer.zero_grad()
-            loss = _data_loss(model(x[batch]), y[batch])
+            loss = data_loss(model(x[batch]), y[batch])
             objective = loss
             if anchors:
                 objective = loss + 0.5 * proximal_mu * _squared_distance(params, anchors)
@@ -108,7 +108,7 @@ def evaluate(model: nn.Module, x: NDArray[np.float32], y: NDArray[np.float32]) -
     model.eval()
     with torch.no_grad():
         logits = model(features)
-        loss = _data_loss(logits, labels)
+        loss = data_loss(logits, labels)
         if logits.shape[-1] == 1:
             predicted = (logits.squeeze(-1) >= 0).to(labels.dtype)
         else:
@@ -173,7 +173,7 @@ def pool_train_splits(datasets: Sequence[TabularData]) -> TabularData:
     )
 
 
-def _optimizer(
+def make_optimizer(
     name: OptimizerName, params: list[nn.Parameter], learning_rate: float
 ) -> torch.optim.Optimizer:
     if name == "sgd":
@@ -183,10 +183,17 @@ def _optimizer(
     raise ValueError(f"unknown optimizer '{name}'; choose sgd or adam")
 
 
-def _data_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def data_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean binary (one output) or multi-class cross-entropy; 0 for an empty batch, which
+    Poisson sampling in DP-SGD can draw."""
+    count = max(int(labels.shape[0]), 1)
     if logits.shape[-1] == 1:
-        return functional.binary_cross_entropy_with_logits(logits.squeeze(-1), labels)
-    return functional.cross_entropy(logits, labels.long())
+        total = functional.binary_cross_entropy_with_logits(
+            logits.squeeze(-1), labels, reduction="sum"
+        )
+    else:
+        total = functional.cross_entropy(logits, labels.long(), reduction="sum")
+    return total / count
 
 
 def _squared_distance(params: list[nn.Parameter], anchors: list[torch.Tensor]) -> torch.Tensor:
