@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedsilo.algorithms.registry import AlgorithmParams, FedAvgParams
+from fedsilo.privacy import DifferentialPrivacy
 
 
 class JobSpecError(ValueError):
@@ -56,6 +57,9 @@ class JobSpec(BaseModel):
     round_timeout_s: float = Field(300.0, gt=0, description="deadline for training updates")
     evaluation_timeout_s: float = Field(60.0, gt=0)
     max_round_attempts: int = Field(3, ge=1, description="retries of a round without quorum")
+    privacy: DifferentialPrivacy | None = Field(
+        None, description="client-level (clip + noise per round) or sample-level (DP-SGD) DP"
+    )
 
     @model_validator(mode="after")
     def _quorum_reachable(self) -> JobSpec:

@@ -47,6 +47,9 @@ MODEL_ACCURACY = Gauge(
     "fedsilo_global_model_accuracy", "mean test accuracy of the global model over sites", ["job"]
 )
 MODEL_LOSS = Gauge("fedsilo_global_model_loss", "mean test loss of the global model", ["job"])
+PRIVACY_EPSILON = Gauge(
+    "fedsilo_privacy_epsilon", "differential-privacy epsilon spent by a job so far", ["job"]
+)
 SHARDS_PENDING = Gauge("fedsilo_aggregation_shards_pending", "shards waiting for a worker")
 
 # Aggregator

@@ -27,6 +27,7 @@ class ClientSettings(ServiceSettings):
     modelstore_address: str
     torch_threads: int = Field(1, ge=1, description="CPU threads for local training")
     poll_s: float = Field(5.0, gt=0, description="long-poll for tasks")
+    state_dir: Path = Field(Path(".fedsilo/client"), description="this site's privacy ledger")
 
 
 def main() -> None:
@@ -46,6 +47,7 @@ def main() -> None:
             models=ModelStoreClient(connect(settings.modelstore_address)),
         ),
         poll_s=settings.poll_s,
+        state_dir=settings.state_dir,
     )
 
     def register(server: grpc.Server) -> list[str]:

@@ -61,7 +61,10 @@ def build_app(
             parsed = parse_job_spec(spec)
         except JobSpecError as error:
             raise HTTPException(status_code=400, detail=str(error)) from None
-        return scheduler.job_status(scheduler.submit_job(parsed))
+        try:
+            return scheduler.job_status(scheduler.submit_job(parsed))
+        except RpcRejection as rejection:
+            raise _http_error(rejection) from None
 
     @app.get("/v1/jobs")
     def list_jobs() -> list[dict[str, Any]]:

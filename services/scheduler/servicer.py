@@ -43,6 +43,13 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.DeclineTaskRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.DeclineTaskResponse:
         self._scheduler.decline_task(request)
+        if self.audit is not None:
+            self.audit.append(
+                "task_declined",
+                actor=request.client_id,
+                task_id=request.task_id,
+                reason=request.reason,
+            )
         return scheduler_pb2.DeclineTaskResponse()
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from fedsilo.algorithms.aggregate import Vector, normalized_weights
 from fedsilo.algorithms.registry import parse_algorithm, server_optimizer
 from fedsilo.modelstore.client import ModelStoreClient
+from fedsilo.privacy import DifferentialPrivacy, add_gaussian_noise, noise_std_per_client
 from fedsilo.telemetry import AGGREGATED_BYTES, SHARD_SECONDS, SHARDS_COMPLETED
 from fedsilo.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 
@@ -58,13 +59,26 @@ def combine_shard(shard: aggregator_pb2.Shard, read: ReadRange, write: WriteBlob
     inputs = sorted(shard.inputs, key=lambda item: item.client_id)  # deterministic sum order
     if not inputs:
         raise ShardInputError(f"shard {shard.shard_id} has no inputs")
-    weights = normalized_weights([item.num_examples for item in inputs])
+    privacy = (
+        DifferentialPrivacy.model_validate_json(shard.privacy_json) if shard.privacy_json else None
+    )
+    # Under DP every client counts equally: example counts are private data themselves, and
+    # fixed weights keep one client's influence (the sensitivity) at C / m.
+    weights = normalized_weights(
+        [1] * len(inputs) if privacy is not None else [item.num_examples for item in inputs]
+    )
     delta = np.zeros(end - begin, dtype=np.float32)
     scratch = np.empty_like(delta)
     for item, weight in zip(inputs, weights, strict=True):
         update = _read_vector(read, item.digest, begin, end, f"update of {item.client_id}")
         np.multiply(update, np.float32(weight), out=scratch)
         delta += scratch
+    if privacy is not None:
+        std = noise_std_per_client(
+            privacy.clip_norm, privacy.require_noise_multiplier(), len(inputs), distributed=False
+        ) / len(inputs)
+        # Fresh OS entropy per shard: the noise must be unpredictable, shards independent.
+        delta = add_gaussian_noise(delta, std, np.random.default_rng())
     base = _read_vector(read, shard.base_digest, begin, end, "global model")
     optimizer = server_optimizer(parse_algorithm(json.loads(shard.algorithm_json)))
     if shard.server_state:

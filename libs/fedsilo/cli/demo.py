@@ -14,6 +14,7 @@ import platform
 import shutil
 import time
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from rich.table import Table
@@ -24,6 +25,7 @@ from fedsilo.cli.main import console, watch_job
 from fedsilo.cli.up import LocalControlPlane, start_control_plane
 from fedsilo.federations import heart_disease
 from fedsilo.jobs import JobSpec
+from fedsilo.policy import SitePolicy
 
 DEFAULT_ALGORITHM = heart_disease.DEFAULT_ALGORITHM
 
@@ -178,9 +180,15 @@ def _final_table(results: dict[str, Any]) -> Table:
 
 
 def start_heart_federation(
-    state_dir: Path, data_dir: Path, *, aggregators: int = 2, **plane_options: Any
+    state_dir: Path,
+    data_dir: Path,
+    *,
+    aggregators: int = 2,
+    policies: Mapping[str, SitePolicy] | None = None,
+    **plane_options: Any,
 ) -> LocalControlPlane:
-    """The control plane plus one client per hospital, each reading only its own file."""
+    """The control plane plus one client per hospital, each reading only its own file and
+    holding its own policy."""
     shutil.rmtree(state_dir, ignore_errors=True)
     plane = start_control_plane(state_dir, aggregators=aggregators, **plane_options)
     try:
@@ -188,7 +196,10 @@ def start_heart_federation(
         sites_dir.mkdir(parents=True, exist_ok=True)
         for site in heart_disease.HOSPITALS:
             config_path = sites_dir / f"{site}.yaml"
-            heart_disease.site_config(site, data_dir).write(config_path)
+            config = heart_disease.site_config(site, data_dir)
+            if policies and site in policies:
+                config = config.model_copy(update={"policy": policies[site]})
+            config.write(config_path)
             plane.start_client(site, config_path)
         plane.wait_ready()
         wait_for_sites(OperatorApi(plane.api_url), len(heart_disease.HOSPITALS))

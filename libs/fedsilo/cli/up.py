@@ -55,6 +55,7 @@ class LocalControlPlane:
             {
                 **self.client_env(),
                 "FEDSILO_AUDIT_DIR": str(self.state_dir / "audit"),
+                "FEDSILO_STATE_DIR": str(self.state_dir / "clients"),
                 "FEDSILO_SITE": site,
                 "FEDSILO_SITE_CONFIG": str(site_config),
                 **extra_env,

@@ -3,6 +3,7 @@ model deltas (to the model store) and evaluation metrics (to the scheduler) go o
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -10,6 +11,7 @@ import time
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,6 +24,8 @@ from fedsilo.data import SiteConfig, TabularData, load_tabular
 from fedsilo.jobs import JobSpec
 from fedsilo.learning import build_model, evaluate, flatten, load_flat, manifest, train_local
 from fedsilo.modelstore.client import ModelStoreClient
+from fedsilo.policy import policy_violation, site_privacy
+from fedsilo.privacy import DifferentialPrivacy, PrivacyAccountant, clip_update
 from fedsilo.telemetry import LOCAL_TRAIN_SECONDS, TASKS, UPDATE_BYTES
 from fedsilo.v1 import (
     common_pb2,
@@ -57,7 +61,14 @@ class ControlPlane:
 
 
 class ClientAgent:
-    def __init__(self, config: SiteConfig, plane: ControlPlane, poll_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        config: SiteConfig,
+        plane: ControlPlane,
+        poll_s: float = 10.0,
+        state_dir: Path | None = None,
+    ) -> None:
+        self._state_dir = state_dir
         self.site = config.site
         self._config = config
         self._plane = plane
@@ -65,6 +76,7 @@ class ClientAgent:
         self._data: dict[str, TabularData] = {}
         self._models: OrderedDict[str, np.ndarray] = OrderedDict()
         self.client_id = ""
+        self._accountants: dict[str, PrivacyAccountant] = {}
         self._heartbeat_s = 2.0
 
     # data and models -----------------------------------------------------------------------
@@ -124,6 +136,8 @@ class ClientAgent:
         kind = _KIND_NAMES.get(task.kind, "unknown")
         try:
             spec = JobSpec.from_json(task.job_spec_json)
+            if task.kind in (scheduler_pb2.TASK_KIND_INITIALIZE, scheduler_pb2.TASK_KIND_TRAIN):
+                self._enforce_policy(spec)
             if task.kind == scheduler_pb2.TASK_KIND_INITIALIZE:
                 self._initialize(task, spec)
             elif task.kind == scheduler_pb2.TASK_KIND_TRAIN:
@@ -172,6 +186,35 @@ class ClientAgent:
             )
         )
 
+    def _enforce_policy(self, spec: JobSpec) -> None:
+        violation = policy_violation(
+            self._config.policy, spec, self.dataset(spec.dataset).num_train
+        )
+        if violation is not None:
+            raise TaskDeclined(f"site policy: {violation}")
+
+    def _accountant(self, job_id: str, delta: float) -> PrivacyAccountant:
+        """This site's own record of the DP-SGD privacy it spent on a job, kept across restarts."""
+        if job_id not in self._accountants:
+            path = self._accountant_path(job_id)
+            self._accountants[job_id] = (
+                PrivacyAccountant.from_dict(json.loads(path.read_text()))
+                if path is not None and path.exists()
+                else PrivacyAccountant(delta)
+            )
+        return self._accountants[job_id]
+
+    def _accountant_path(self, job_id: str) -> Path | None:
+        if self._state_dir is None:
+            return None
+        return self._state_dir / self.site / f"privacy-{job_id}.json"
+
+    def _save_accountant(self, job_id: str) -> None:
+        path = self._accountant_path(job_id)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(self._accountants[job_id].to_dict()))
+
     def _initialize(self, task: scheduler_pb2.Task, spec: JobSpec) -> None:
         data = self.dataset(spec.dataset)
         model = build_model(spec.model, data.num_features, seed=spec.seed)
@@ -193,6 +236,10 @@ class ClientAgent:
         model = self._model_for(spec, data, task)
         start_vector = self._global_vector(task.model_version)
         mu = proximal_mu(spec.algorithm)
+        privacy = site_privacy(spec, data.num_train)
+        if privacy is not None and privacy.mode == "sample":
+            self._train_private(task, spec, privacy, model, data, start_vector, mu)
+            return
         global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
         start = time.perf_counter()
         result = train_local(
@@ -207,12 +254,15 @@ class ClientAgent:
             global_params=global_params,
         )
         LOCAL_TRAIN_SECONDS.labels(self.site).observe(time.perf_counter() - start)
+        delta = flatten(model) - start_vector
+        metrics = {"train_loss": result.mean_loss}
+        if privacy is not None:
+            # Client-level DP: this site bounds its influence; the noise is added once to the
+            # aggregate (by the aggregator now, by each site when secure aggregation hides it).
+            delta, norm = clip_update(delta, privacy.clip_norm)
+            metrics.update(update_norm=norm, clipped=float(norm > privacy.clip_norm))
         self._submit(
-            task,
-            flatten(model) - start_vector,
-            result.num_examples,
-            model_version=task.model_version,
-            metrics={"train_loss": result.mean_loss},
+            task, delta, result.num_examples, model_version=task.model_version, metrics=metrics
         )
         log.info(
             "job %s round %d: trained %d steps on %d examples, loss %.4f",
@@ -221,6 +271,47 @@ class ClientAgent:
             result.steps,
             result.num_examples,
             result.mean_loss,
+        )
+
+    def _train_private(
+        self,
+        task: scheduler_pb2.Task,
+        spec: JobSpec,
+        privacy: DifferentialPrivacy,
+        model: torch.nn.Module,
+        data: TabularData,
+        start_vector: np.ndarray,
+        mu: float,
+    ) -> None:
+        """Sample-level DP: DP-SGD through Opacus; this site accounts for its own examples."""
+        from fedsilo.privacy.dpsgd import train_private
+
+        if mu > 0:
+            raise TaskDeclined("FedProx's proximal term is not supported with DP-SGD")
+        noise = privacy.require_noise_multiplier()
+        start = time.perf_counter()
+        result = train_private(
+            model,
+            data,
+            steps=spec.local_steps,
+            batch_size=spec.batch_size,
+            learning_rate=spec.learning_rate,
+            optimizer=spec.optimizer,
+            seed=local_seed(spec.seed, task.round, self.site),
+            noise_multiplier=noise,
+            max_grad_norm=privacy.clip_norm,
+            delta=privacy.delta,
+        )
+        LOCAL_TRAIN_SECONDS.labels(self.site).observe(time.perf_counter() - start)
+        accountant = self._accountant(task.job_id, privacy.delta)
+        accountant.record_round(noise, result.sample_rate, count=result.steps)
+        self._save_accountant(task.job_id)
+        self._submit(
+            task,
+            flatten(model) - start_vector,
+            result.num_examples,
+            model_version=task.model_version,
+            metrics={"train_loss": result.mean_loss, "epsilon": accountant.epsilon()},
         )
 
     def _evaluate(self, task: scheduler_pb2.Task, spec: JobSpec) -> None:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fedsilo.data.tabular import TabularDatasetSpec
 from fedsilo.jobs import describe_validation_error
+from fedsilo.policy import SitePolicy
 
 
 class SiteConfigError(ValueError):
@@ -23,6 +24,7 @@ class SiteConfig(BaseModel):
 
     site: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     datasets: dict[str, TabularDatasetSpec] = Field(default_factory=dict)
+    policy: SitePolicy = Field(default_factory=SitePolicy)
 
     @classmethod
     def load(cls, path: Path) -> SiteConfig:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import threading
 import time
@@ -23,6 +24,7 @@ from google.protobuf import json_format
 
 from fedsilo.algorithms.registry import server_optimizer
 from fedsilo.jobs import JobSpec
+from fedsilo.privacy import PrivacyAccountant
 from fedsilo.rpc.errors import (
     RpcRejection,
     failed_precondition,
@@ -40,6 +42,7 @@ from fedsilo.telemetry import (
     JOBS,
     MODEL_ACCURACY,
     MODEL_LOSS,
+    PRIVACY_EPSILON,
     ROUND_PHASE_SECONDS,
     ROUND_SECONDS,
     ROUNDS,
@@ -196,6 +199,7 @@ class Scheduler:
 
     # operator API --------------------------------------------------------------------------
     def submit_job(self, spec: JobSpec) -> str:
+        spec = resolve_privacy(spec)
         job_id = f"job-{secrets.token_hex(6)}"
         with self._wake:
             self._store.create_job(job_id, spec.name, spec.to_json())
@@ -242,6 +246,7 @@ class Scheduler:
                     if row["ended_at"]
                     else None,
                     "phase_seconds": row["phases"],
+                    "epsilon": row["epsilon"],
                     "per_site": per_site,
                     **summarize_evaluations(per_site),
                 }
@@ -531,6 +536,11 @@ class Scheduler:
             algorithm_json=spec.algorithm.model_dump_json(),
             server_state=json.loads(job["server_state"]),
             lease_expires_unix=shard.lease_expires,
+            privacy_json=(
+                spec.privacy.model_dump_json()
+                if spec.privacy is not None and spec.privacy.mode == "client"
+                else ""
+            ),
         )
 
     def _find_shard(self, shard_id: str) -> ShardState:
@@ -837,6 +847,7 @@ class Scheduler:
             for name in server_optimizer(spec.algorithm).state_names
         }
         updates = self._store.updates(job["job_id"], job["round"], job["attempt"])
+        privacy = self._account_privacy(job, spec, updates)
         record = self._artifacts.put_model(
             modelstore_pb2.ModelRecord(
                 job_id=job["job_id"],
@@ -847,19 +858,60 @@ class Scheduler:
                 blob=weights,
                 algorithm=spec.algorithm.name,
                 server_state=state,
+                metrics=privacy,
             )
         )
         runtime.shards = []
         self._store.update_job(
             job["job_id"], model_version=record.version, server_state=json.dumps(state)
         )
-        self._store.update_round(job["job_id"], job["round"], new_version=record.version)
+        self._store.update_round(
+            job["job_id"],
+            job["round"],
+            new_version=record.version,
+            epsilon=privacy.get("epsilon"),
+        )
         job["model_version"] = record.version
         log.info(
             "job %s round %d: new global model %s", job["job_id"], job["round"], record.version[:12]
         )
         self._to_phase(job, Phase.EVALUATING, runtime)
         self._dispatch_evaluation(job, runtime)
+
+    def _account_privacy(
+        self, job: Mapping[str, Any], spec: JobSpec, updates: list[AcceptedUpdate]
+    ) -> dict[str, float]:
+        """ε spent so far. Client-level DP: the job's RDP accountant, one Gaussian event per
+        round with q = 1 (selection is deterministic, so no amplification by sampling is
+        claimed). DP-SGD: each site accounts for its own examples; the job reports the largest.
+        Recorded before the model is stored: a crash in between counts a round twice, never
+        zero times."""
+        if spec.privacy is None:
+            return {}
+        if spec.privacy.mode == "client":
+            history = json.loads(job["privacy"] or "{}")
+            accountant = (
+                PrivacyAccountant.from_dict(history)
+                if history
+                else PrivacyAccountant(spec.privacy.delta)
+            )
+            accountant.record_round(spec.privacy.require_noise_multiplier(), 1.0)
+            self._store.update_job(job["job_id"], privacy=json.dumps(accountant.to_dict()))
+            epsilon = accountant.epsilon()
+        else:
+            reported = [u.metrics["epsilon"] for u in updates if "epsilon" in u.metrics]
+            epsilon = max(reported) if reported else math.inf
+        if not math.isfinite(epsilon):
+            return {"delta": spec.privacy.delta}
+        PRIVACY_EPSILON.labels(job["job_id"]).set(epsilon)
+        log.info(
+            "job %s round %d: privacy spent epsilon=%.3f at delta=%g",
+            job["job_id"],
+            job["round"],
+            epsilon,
+            spec.privacy.delta,
+        )
+        return {"epsilon": epsilon, "delta": spec.privacy.delta}
 
     def _dispatch_evaluation(self, job: Mapping[str, Any], runtime: RoundRuntime) -> None:
         spec = JobSpec.from_json(job["spec_json"])
@@ -908,6 +960,18 @@ class Scheduler:
         if not runtime.waiting_logged:
             log.info("job %s round %d waiting: %s", job["job_id"], job["round"], why)
             runtime.waiting_logged = True
+
+
+def resolve_privacy(spec: JobSpec) -> JobSpec:
+    """Turn a client-level `target_epsilon` into the noise multiplier that spends it over the
+    job's rounds (q = 1), so every party works with one concrete setting."""
+    if spec.privacy is None or spec.privacy.mode != "client" or spec.privacy.target_epsilon is None:
+        return spec
+    try:
+        resolved = spec.privacy.resolved(rounds=spec.rounds, sampling_probability=1.0)
+    except ValueError as error:
+        raise invalid_argument(f"privacy.target_epsilon: {error}") from None
+    return spec.model_copy(update={"privacy": resolved})
 
 
 def job_manifest(job: Mapping[str, Any]) -> common_pb2.ModelManifest:

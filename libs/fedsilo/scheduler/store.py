@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     model_version TEXT NOT NULL DEFAULT '',
     manifest_json TEXT NOT NULL DEFAULT '',
     server_state  TEXT NOT NULL DEFAULT '{}',
+    privacy       TEXT NOT NULL DEFAULT '{}',
     error         TEXT NOT NULL DEFAULT '',
     created_at    REAL NOT NULL,
     updated_at    REAL NOT NULL
@@ -42,6 +43,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     participants  TEXT NOT NULL DEFAULT '[]',
     dropped       TEXT NOT NULL DEFAULT '[]',
     phases        TEXT NOT NULL DEFAULT '{}',
+    epsilon       REAL,
     started_at    REAL NOT NULL,
     ended_at      REAL,
     PRIMARY KEY (job_id, round)
@@ -108,6 +110,15 @@ class AcceptedUpdate:
 class SchedulerStore:
     def __init__(self, path: Path | str) -> None:
         self._db = Database(path, _SCHEMA)
+        # Databases written before the privacy accountant lack these columns.
+        self._add_missing_column("jobs", "privacy", "TEXT NOT NULL DEFAULT '{}'")
+        self._add_missing_column("rounds", "epsilon", "REAL")
+
+    def _add_missing_column(self, table: str, column: str, ddl: str) -> None:
+        columns = {row["name"] for row in self._db.query(f"PRAGMA table_info({table})")}
+        if column not in columns:
+            with self._db.transaction() as tx:
+                tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
 
     # jobs
     def create_job(self, job_id: str, name: str, spec_json: str) -> None:

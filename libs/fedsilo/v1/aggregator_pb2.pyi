@@ -79,6 +79,7 @@ class Shard(_message.Message):
     ALGORITHM_JSON_FIELD_NUMBER: _builtins.int
     SERVER_STATE_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRES_UNIX_FIELD_NUMBER: _builtins.int
+    PRIVACY_JSON_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     lease_id: _builtins.str
     job_id: _builtins.str
@@ -91,6 +92,10 @@ class Shard(_message.Message):
     algorithm_json: _builtins.str
     """Algorithm name and parameters as JSON, e.g. {"name": "fedadam", "server_lr": 0.1, ...}."""
     lease_expires_unix: _builtins.float
+    privacy_json: _builtins.str
+    """Client-level differential privacy as JSON (clip_norm, noise_multiplier, ...); empty when off.
+    Then clients are weighted equally and the aggregator adds the Gaussian noise.
+    """
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShardInput]: ...
     @_builtins.property
@@ -111,10 +116,11 @@ class Shard(_message.Message):
         algorithm_json: _builtins.str = ...,
         server_state: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         lease_expires_unix: _builtins.float = ...,
+        privacy_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm_json", b"algorithm_json", "base_digest", b"base_digest", "begin", b"begin", "end", b"end", "inputs", b"inputs", "job_id", b"job_id", "lease_expires_unix", b"lease_expires_unix", "lease_id", b"lease_id", "round", b"round", "server_state", b"server_state", "shard_id", b"shard_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm_json", b"algorithm_json", "base_digest", b"base_digest", "begin", b"begin", "end", b"end", "inputs", b"inputs", "job_id", b"job_id", "lease_expires_unix", b"lease_expires_unix", "lease_id", b"lease_id", "privacy_json", b"privacy_json", "round", b"round", "server_state", b"server_state", "shard_id", b"shard_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,68 @@
+"""combine_shard with in-memory blobs: the same function the aggregator replicas run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+from fedsilo.aggregator.worker import combine_shard
+from fedsilo.v1 import aggregator_pb2
+
+
+class Blobs:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def put(self, payload: bytes) -> str:
+        digest = hashlib.sha256(payload).hexdigest()
+        self.data[digest] = payload
+        return digest
+
+    def read(self, digest: str, offset: int, length: int) -> bytes:
+        return self.data[digest][offset : offset + length]
+
+
+def _shard(
+    blobs: Blobs, updates: list[np.ndarray], counts: list[int], **fields: object
+) -> aggregator_pb2.Shard:
+    size = updates[0].size
+    return aggregator_pb2.Shard(
+        shard_id="s",
+        job_id="j",
+        round=1,
+        begin=0,
+        end=size,
+        base_digest=blobs.put(np.zeros(size, "<f4").tobytes()),
+        inputs=[
+            aggregator_pb2.ShardInput(
+                client_id=f"c{i}", digest=blobs.put(u.tobytes()), num_examples=n
+            )
+            for i, (u, n) in enumerate(zip(updates, counts, strict=True))
+        ],
+        algorithm_json=json.dumps({"name": "fedavg"}),
+        **fields,
+    )
+
+
+def _result(blobs: Blobs, shard: aggregator_pb2.Shard) -> np.ndarray:
+    weights = combine_shard(shard, blobs.read, blobs.put).weights
+    return np.frombuffer(blobs.data[weights], "<f4")
+
+
+def test_fedavg_weights_clients_by_examples() -> None:
+    blobs = Blobs()
+    updates = [np.full(8, 1.0, "<f4"), np.full(8, 4.0, "<f4")]
+    np.testing.assert_allclose(_result(blobs, _shard(blobs, updates, [3, 1])), 1.75)
+
+
+def test_with_client_level_dp_clients_count_equally_and_noise_has_the_right_scale() -> None:
+    blobs = Blobs()
+    size, clip, noise = 200_000, 0.5, 1.5
+    updates = [np.full(size, 0.1, "<f4"), np.full(size, 0.3, "<f4")]
+    privacy = json.dumps({"mode": "client", "clip_norm": clip, "noise_multiplier": noise})
+    result = _result(blobs, _shard(blobs, updates, [100, 1], privacy_json=privacy))
+    assert abs(result.mean() - 0.2) < 0.01  # uniform weights, not 100:1
+    assert abs(result.std() - noise * clip / 2) / (noise * clip / 2) < 0.01  # z·C on the sum
+    again = _result(blobs, _shard(blobs, updates, [100, 1], privacy_json=privacy))
+    assert not np.array_equal(result, again)  # fresh, unpredictable noise every time
