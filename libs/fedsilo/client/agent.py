@@ -12,7 +12,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import grpc
 import numpy as np
@@ -42,6 +42,16 @@ _KIND_NAMES = {
     scheduler_pb2.TASK_KIND_TRAIN: "train",
     scheduler_pb2.TASK_KIND_EVALUATE: "evaluate",
 }
+
+
+class TrainingSettings(TypedDict):
+    """The arguments plain training and DP-SGD share, taken from the job spec."""
+
+    steps: int
+    batch_size: int
+    learning_rate: float
+    optimizer: Literal["sgd", "adam"]
+    seed: int
 
 
 class TaskDeclined(Exception):
@@ -148,15 +158,7 @@ class ClientAgent:
                 raise TaskDeclined(f"unknown task kind {task.kind}")
             TASKS.labels(self.site, kind, "done").inc()
         except TaskDeclined as reason:
-            TASKS.labels(self.site, kind, "declined").inc()
-            log.warning("declining %s task for job %s: %s", kind, task.job_id, reason)
-            self._plane.scheduler.DeclineTask(
-                scheduler_pb2.DeclineTaskRequest(
-                    client_id=self.client_id,
-                    task_id=task.task_id,
-                    reason=f"{self.site}: {reason}",
-                )
-            )
+            self._decline(task, kind, str(reason))
         except grpc.RpcError as error:
             TASKS.labels(self.site, kind, "refused").inc()
             log.warning(
@@ -167,6 +169,25 @@ class ClientAgent:
                 error.code().name,
                 error.details(),
             )
+        except Exception as error:  # a bug or bad data must not silence this site for good
+            log.exception("%s task for job %s failed", kind, task.job_id)
+            self._decline(
+                task, kind, f"the task failed at the site: {type(error).__name__}: {error}"
+            )
+
+    def _decline(self, task: scheduler_pb2.Task, kind: str, reason: str) -> None:
+        TASKS.labels(self.site, kind, "declined").inc()
+        log.warning("declining %s task for job %s: %s", kind, task.job_id, reason)
+        try:
+            self._plane.scheduler.DeclineTask(
+                scheduler_pb2.DeclineTaskRequest(
+                    client_id=self.client_id,
+                    task_id=task.task_id,
+                    reason=f"{self.site}: {reason}",
+                )
+            )
+        except grpc.RpcError as error:
+            log.warning("could not decline: %s %s", error.code().name, error.details())
 
     def _submit(
         self, task: scheduler_pb2.Task, vector: np.ndarray, num_examples: int, **fields: Any
@@ -237,22 +258,19 @@ class ClientAgent:
         start_vector = self._global_vector(task.model_version)
         mu = proximal_mu(spec.algorithm)
         privacy = site_privacy(spec, data.num_train)
-        if privacy is not None and privacy.mode == "sample":
-            self._train_private(task, spec, privacy, model, data, start_vector, mu)
-            return
-        global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
-        start = time.perf_counter()
-        result = train_local(
-            model,
-            data,
+        settings = TrainingSettings(
             steps=spec.local_steps,
             batch_size=spec.batch_size,
             learning_rate=spec.learning_rate,
             optimizer=spec.optimizer,
             seed=local_seed(spec.seed, task.round, self.site),
-            proximal_mu=mu,
-            global_params=global_params,
         )
+        if privacy is not None and privacy.mode == "sample":
+            self._train_private(task, settings, privacy, model, data, start_vector, mu)
+            return
+        global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
+        start = time.perf_counter()
+        result = train_local(model, data, **settings, proximal_mu=mu, global_params=global_params)
         LOCAL_TRAIN_SECONDS.labels(self.site).observe(time.perf_counter() - start)
         delta = flatten(model) - start_vector
         metrics = {"train_loss": result.mean_loss}
@@ -276,7 +294,7 @@ class ClientAgent:
     def _train_private(
         self,
         task: scheduler_pb2.Task,
-        spec: JobSpec,
+        settings: TrainingSettings,
         privacy: DifferentialPrivacy,
         model: torch.nn.Module,
         data: TabularData,
@@ -293,11 +311,7 @@ class ClientAgent:
         result = train_private(
             model,
             data,
-            steps=spec.local_steps,
-            batch_size=spec.batch_size,
-            learning_rate=spec.learning_rate,
-            optimizer=spec.optimizer,
-            seed=local_seed(spec.seed, task.round, self.site),
+            **settings,
             noise_multiplier=noise,
             max_grad_norm=privacy.clip_norm,
             delta=privacy.delta,

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fedsilo.client.agent import ClientAgent, ControlPlane
+from fedsilo.data import SiteConfig
+from fedsilo.v1 import scheduler_pb2
+
+
+class RecordingScheduler:
+    """Stands in for the scheduler service: records what the agent reports."""
+
+    def __init__(self) -> None:
+        self.declined: list[scheduler_pb2.DeclineTaskRequest] = []
+
+    def DeclineTask(self, request: scheduler_pb2.DeclineTaskRequest) -> Any:
+        self.declined.append(request)
+        return scheduler_pb2.DeclineTaskResponse()
+
+
+def _agent(tmp_path: Path) -> tuple[ClientAgent, RecordingScheduler]:
+    scheduler = RecordingScheduler()
+    plane = ControlPlane(registry=None, scheduler=scheduler, models=None)  # type: ignore[arg-type]
+    agent = ClientAgent(SiteConfig(site="cleveland"), plane, state_dir=tmp_path)
+    agent.client_id = "cleveland-1"
+    return agent, scheduler
+
+
+def test_a_task_that_fails_at_the_site_is_declined_with_the_reason(tmp_path: Path) -> None:
+    agent, scheduler = _agent(tmp_path)
+    task = scheduler_pb2.Task(
+        kind=scheduler_pb2.TASK_KIND_TRAIN, task_id="t1", job_id="j", job_spec_json="{not json"
+    )
+    agent.handle(task)  # must not raise: the agent keeps serving other tasks
+    assert [r.task_id for r in scheduler.declined] == ["t1"]
+    assert scheduler.declined[0].reason.startswith("cleveland: the task failed at the site")
+
+
+def test_an_undeclared_dataset_is_declined_with_the_declared_ones(tmp_path: Path) -> None:
+    agent, scheduler = _agent(tmp_path)
+    task = scheduler_pb2.Task(
+        kind=scheduler_pb2.TASK_KIND_EVALUATE,
+        task_id="t2",
+        job_id="j",
+        job_spec_json='{"dataset": "x-rays"}',
+    )
+    agent.handle(task)
+    assert "declares no dataset 'x-rays'" in scheduler.declined[0].reason
