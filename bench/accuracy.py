@@ -18,10 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedsilo.cli.api import OperatorApi
+from machine import machine
+
 from fedsilo.cli.demo import compute_baselines, find_data_dir, job_spec, start_heart_federation
 from fedsilo.federations import heart_disease
-from machine import machine
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -48,7 +48,7 @@ def main() -> int:
     baselines = {"pooled": [], "local": []}
     with tempfile.TemporaryDirectory() as state:
         plane = start_heart_federation(Path(state), data_dir)
-        api = OperatorApi(plane.api_url)
+        api = plane.api()
         try:
             for seed in range(args.seeds):
                 base = compute_baselines(data_dir, job_spec("fedavg", 15, seed))

@@ -11,6 +11,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fedsilo.audit import AuditLog
+from fedsilo.rpc.tls import TlsConfig
 
 
 class ServiceSettings(BaseSettings):
@@ -27,6 +28,28 @@ class ServiceSettings(BaseSettings):
     max_workers: int = Field(32, ge=1, description="gRPC handler threads")
     log_level: str = "INFO"
     audit_dir: Path = Field(Path(".fedsilo/audit"), description="append-only <service>.jsonl")
+    health_port: int = Field(0, ge=0, le=65535, description="plaintext gRPC health for probes")
+    tls_ca: Path | None = Field(None, description="the platform CA certificate (PEM)")
+    tls_cert: Path | None = Field(None, description="this service's certificate (PEM)")
+    tls_key: Path | None = Field(None, description="this service's private key (PEM)")
+    insecure: bool = Field(False, description="plaintext gRPC, no identities: experiments only")
+
+    def tls(self) -> TlsConfig | None:
+        """This service's TLS material; on by default, off only when asked for by name."""
+        if self.insecure:
+            return None
+        missing = [
+            f"FEDSILO_{name.upper()}"
+            for name in ("tls_ca", "tls_cert", "tls_key")
+            if getattr(self, name) is None
+        ]
+        if missing:
+            raise SystemExit(
+                f"TLS is on by default: set {', '.join(missing)} (`fedsilo up` creates them "
+                "under .fedsilo/tls), or FEDSILO_INSECURE=true for a plaintext experiment"
+            )
+        assert self.tls_ca and self.tls_cert and self.tls_key
+        return TlsConfig.load(self.tls_ca, self.tls_cert, self.tls_key)
 
     def audit_log(self, service: str) -> AuditLog:
         return AuditLog(self.audit_dir / f"{service}.jsonl", service)

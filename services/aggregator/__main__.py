@@ -9,13 +9,14 @@ import os
 import socket
 
 import grpc
+from pydantic import Field
+
 from fedsilo.aggregator.worker import AggregatorWorker
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.rpc.channels import connect
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
 from fedsilo.settings import ServiceSettings
 from fedsilo.v1 import aggregator_pb2_grpc
-from pydantic import Field
 
 
 class AggregatorSettings(ServiceSettings):
@@ -28,17 +29,18 @@ class AggregatorSettings(ServiceSettings):
 def main() -> None:
     settings = AggregatorSettings()
     configure_logging("aggregator", settings.log_level)
+    tls = settings.tls()
     worker = AggregatorWorker(
         settings.worker_id or f"{socket.gethostname()}-{os.getpid()}",
-        aggregator_pb2_grpc.AggregationQueueStub(connect(settings.scheduler_address)),
-        ModelStoreClient(connect(settings.modelstore_address)),
+        aggregator_pb2_grpc.AggregationQueueStub(connect(settings.scheduler_address, tls)),
+        ModelStoreClient(connect(settings.modelstore_address, tls)),
         poll_s=settings.poll_s,
     )
 
     def register(server: grpc.Server) -> list[str]:
-        return ["fedsilo.v1.Aggregator"]
+        return []
 
-    running = start_service("aggregator", settings, register)
+    running = start_service("aggregator", settings, register, tls=tls)
     running.run_in_background(worker.run, "shard-loop", join_timeout_s=settings.poll_s + 15)
     run_until_signalled(running, settings)
 

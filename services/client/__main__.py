@@ -9,14 +9,22 @@ from pathlib import Path
 
 import grpc
 import torch
-from fedsilo.client.agent import ClientAgent, ControlPlane
-from fedsilo.data import SiteConfig
+from pydantic import Field
+
+from fedsilo.client.agent import ClientAgent, ControlPlane, describe_site
+from fedsilo.client.enrollment import (
+    EnrollmentError,
+    IdentityFiles,
+    client_tls,
+    enroll_with_token,
+)
+from fedsilo.data import SiteConfig, load_tabular
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.rpc.channels import connect
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
+from fedsilo.rpc.tls import TlsConfig
 from fedsilo.settings import ServiceSettings
 from fedsilo.v1 import registry_pb2_grpc, scheduler_pb2_grpc
-from pydantic import Field
 
 
 class ClientSettings(ServiceSettings):
@@ -27,7 +35,39 @@ class ClientSettings(ServiceSettings):
     modelstore_address: str
     torch_threads: int = Field(1, ge=1, description="CPU threads for local training")
     poll_s: float = Field(5.0, gt=0, description="long-poll for tasks")
-    state_dir: Path = Field(Path(".fedsilo/client"), description="this site's privacy ledger")
+    state_dir: Path = Field(Path(".fedsilo/client"), description="identity, privacy ledger")
+    enrollment_token: str | None = Field(None, description="the site's one-time token")
+    registry_enroll_address: str | None = Field(None, description="registry enrollment port")
+
+
+def site_tls(settings: ClientSettings, config: SiteConfig) -> TlsConfig:
+    """This site's certificate: the stored one, or a new one from the enrollment token."""
+    if settings.tls_ca is None:
+        raise SystemExit(
+            "set FEDSILO_TLS_CA to the platform CA certificate the operator gave "
+            "you (or FEDSILO_INSECURE=true for a plaintext experiment)"
+        )
+    ca_pem = settings.tls_ca.read_bytes()
+    files = IdentityFiles(settings.state_dir / settings.site / "identity")
+    if not files.exists():
+        if not settings.enrollment_token or not settings.registry_enroll_address:
+            raise SystemExit(
+                "first start of this site: set FEDSILO_ENROLLMENT_TOKEN (from "
+                "`fedsilo site add`) and FEDSILO_REGISTRY_ENROLL_ADDRESS"
+            )
+        capabilities = describe_site(config, lambda name: load_tabular(config.dataset(name)))
+        try:
+            enroll_with_token(
+                files,
+                settings.site,
+                settings.enrollment_token,
+                ca_pem,
+                settings.registry_enroll_address,
+                capabilities,
+            )
+        except EnrollmentError as error:
+            raise SystemExit(str(error)) from None
+    return client_tls(files, ca_pem)
 
 
 def main() -> None:
@@ -39,21 +79,23 @@ def main() -> None:
         raise SystemExit(
             f"site config {settings.site_config} is for site {config.site!r}, not {settings.site!r}"
         )
+    tls = None if settings.insecure else site_tls(settings, config)
     agent = ClientAgent(
         config,
         ControlPlane(
-            registry=registry_pb2_grpc.RegistryStub(connect(settings.registry_address)),
-            scheduler=scheduler_pb2_grpc.SchedulerStub(connect(settings.scheduler_address)),
-            models=ModelStoreClient(connect(settings.modelstore_address)),
+            registry=registry_pb2_grpc.RegistryStub(connect(settings.registry_address, tls)),
+            scheduler=scheduler_pb2_grpc.SchedulerStub(connect(settings.scheduler_address, tls)),
+            models=ModelStoreClient(connect(settings.modelstore_address, tls)),
         ),
         poll_s=settings.poll_s,
         state_dir=settings.state_dir,
     )
 
     def register(server: grpc.Server) -> list[str]:
-        return ["fedsilo.v1.Client"]
+        return []
 
-    running = start_service(f"client-{settings.site}", settings, register)
+    # The agent only calls out; its own port serves health checks, on localhost by default.
+    running = start_service(f"client-{settings.site}", settings, register, tls=None)
     running.run_in_background(agent.run, "task-loop", join_timeout_s=settings.poll_s + 15)
     run_until_signalled(running, settings)
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import grpc
+from pydantic import Field
+
+from fedsilo.keymanager.certificates import ClientCertificates
 from fedsilo.keymanager.directory import KeyDirectory
+from fedsilo.pki import CertificateAuthority
+from fedsilo.rpc.auth import Authorizer
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
 from fedsilo.settings import ServiceSettings
 from fedsilo.v1 import keymanager_pb2_grpc
@@ -14,20 +20,35 @@ from fedsilo_services.keymanager.servicer import KeyManagerServicer
 
 class KeyManagerSettings(ServiceSettings):
     keymanager_db: Path = Path(".fedsilo/keymanager.db")
+    ca_dir: Path = Field(Path(".fedsilo/keymanager/ca"), description="CA key (0600) and cert")
+    keymanager_state: Path = Field(Path(".fedsilo/keymanager"), description="tokens, issued")
+    client_cert_days: float = Field(30.0, gt=0, description="validity of client certificates")
 
 
 def main() -> None:
     settings = KeyManagerSettings()
     configure_logging("keymanager", settings.log_level)
+    tls = settings.tls()
     directory = KeyDirectory(settings.keymanager_db)
-    servicer = KeyManagerServicer(directory, settings.audit_log("keymanager"))
+    certificates = ClientCertificates(
+        CertificateAuthority.load_or_create(settings.ca_dir),
+        settings.keymanager_state,
+        dt.timedelta(days=settings.client_cert_days),
+    )
+    servicer = KeyManagerServicer(
+        directory,
+        certificates,
+        Authorizer(tls is not None, certificates.revoked_serials),
+        settings.audit_log("keymanager"),
+    )
 
     def register(server: grpc.Server) -> list[str]:
         keymanager_pb2_grpc.add_KeyManagerServicer_to_server(servicer, server)
         return ["fedsilo.v1.KeyManager"]
 
-    running = start_service("keymanager", settings, register)
+    running = start_service("keymanager", settings, register, tls=tls)
     running.add_stop_hook(directory.close)
+    running.add_stop_hook(certificates.close)
     run_until_signalled(running, settings)
 
 

@@ -1,27 +1,46 @@
-"""KeyManager gRPC servicer: the per-round public-key directory."""
+"""KeyManager gRPC servicer: the platform CA (enrollment tokens, client certificates,
+revocation) and the per-round public-key directory."""
 
 from __future__ import annotations
 
 import logging
+import time
 
 import grpc
+
 from fedsilo.audit import AuditLog
+from fedsilo.keymanager.certificates import ClientCertificates
 from fedsilo.keymanager.directory import KeyConflict, KeyDirectory, RoundKey
-from fedsilo.rpc.errors import RpcRejection, invalid_argument, translate_errors
+from fedsilo.pki import TokenError
+from fedsilo.rpc.auth import Authorizer
+from fedsilo.rpc.errors import RpcRejection, invalid_argument, permission_denied, translate_errors
 from fedsilo.v1 import keymanager_pb2, keymanager_pb2_grpc
 
 log = logging.getLogger("fedsilo.keymanager")
 
 
 class KeyManagerServicer(keymanager_pb2_grpc.KeyManagerServicer):
-    def __init__(self, directory: KeyDirectory, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self,
+        directory: KeyDirectory,
+        certificates: ClientCertificates,
+        auth: Authorizer,
+        audit: AuditLog | None = None,
+    ) -> None:
         self._directory = directory
+        self._certificates = certificates
+        self._auth = auth
         self.audit = audit
+
+    def _record(self, event: str, actor: str, **details: object) -> None:
+        if self.audit is not None:
+            self.audit.append(event, actor=actor, **details)
 
     @translate_errors(log)
     def PublishRoundKey(
         self, request: keymanager_pb2.PublishRoundKeyRequest, context: grpc.ServicerContext
     ) -> keymanager_pb2.PublishRoundKeyResponse:
+        self._auth.require_client(context, request.key.client_id)
         if not request.job_id or request.round < 1 or not request.key.client_id:
             raise invalid_argument("a round key needs job_id, round >= 1 and key.client_id")
         key = RoundKey(
@@ -32,24 +51,24 @@ class KeyManagerServicer(keymanager_pb2_grpc.KeyManagerServicer):
         )
         try:
             count = self._directory.publish(request.job_id, request.round, key)
-            if self.audit is not None:
-                self.audit.append(
-                    "round_key_published",
-                    actor=key.client_id,
-                    job_id=request.job_id,
-                    round=request.round,
-                    algorithm=key.algorithm,
-                )
         except KeyConflict as error:
             raise RpcRejection(grpc.StatusCode.ALREADY_EXISTS, str(error)) from None
         except ValueError as error:
             raise invalid_argument(str(error)) from None
+        self._record(
+            "round_key_published",
+            key.client_id,
+            job_id=request.job_id,
+            round=request.round,
+            algorithm=key.algorithm,
+        )
         return keymanager_pb2.PublishRoundKeyResponse(keys_in_round=count)
 
     @translate_errors(log)
     def ListRoundKeys(
         self, request: keymanager_pb2.ListRoundKeysRequest, context: grpc.ServicerContext
     ) -> keymanager_pb2.ListRoundKeysResponse:
+        self._auth.require_identity(context)
         keys = self._directory.list(request.job_id, request.round)
         return keymanager_pb2.ListRoundKeysResponse(
             keys=[
@@ -61,4 +80,66 @@ class KeyManagerServicer(keymanager_pb2_grpc.KeyManagerServicer):
                 )
                 for k in keys
             ]
+        )
+
+    @translate_errors(log)
+    def CreateEnrollmentToken(
+        self,
+        request: keymanager_pb2.CreateEnrollmentTokenRequest,
+        context: grpc.ServicerContext,
+    ) -> keymanager_pb2.CreateEnrollmentTokenResponse:
+        self._auth.require_service(context, "scheduler")
+        if not request.site:
+            raise invalid_argument("an enrollment token needs the site it is for")
+        ttl = request.ttl_s or 24 * 3600.0
+        token = self._certificates.create_token(request.site, ttl)
+        self._record("enrollment_token_created", "operator", site=request.site, ttl_s=ttl)
+        return keymanager_pb2.CreateEnrollmentTokenResponse(
+            token=token, expires_at=time.time() + ttl
+        )
+
+    @translate_errors(log)
+    def IssueClientCertificate(
+        self,
+        request: keymanager_pb2.IssueClientCertificateRequest,
+        context: grpc.ServicerContext,
+    ) -> keymanager_pb2.IssueClientCertificateResponse:
+        self._auth.require_service(context, "registry")
+        try:
+            pem = self._certificates.issue(
+                request.site, request.enrollment_token, request.csr_pem, request.client_id
+            )
+        except TokenError as error:
+            raise permission_denied(
+                f"enrollment refused for site {request.site!r}: {error}"
+            ) from None
+        except ValueError as error:
+            raise invalid_argument(str(error)) from None
+        self._record("certificate_issued", request.client_id, site=request.site)
+        return keymanager_pb2.IssueClientCertificateResponse(
+            certificate_pem=pem, ca_certificate_pem=self._certificates.ca.cert_pem
+        )
+
+    @translate_errors(log)
+    def RevokeClient(
+        self, request: keymanager_pb2.RevokeClientRequest, context: grpc.ServicerContext
+    ) -> keymanager_pb2.RevokeClientResponse:
+        self._auth.require_service(context, "scheduler")
+        count = self._certificates.revoke(request.client_id, request.reason or "revoked")
+        if count == 0:
+            raise RpcRejection(
+                grpc.StatusCode.NOT_FOUND, f"no certificate was issued to {request.client_id!r}"
+            )
+        self._record(
+            "certificate_revoked", request.client_id, reason=request.reason, certificates=count
+        )
+        return keymanager_pb2.RevokeClientResponse(certificates_revoked=count)
+
+    @translate_errors(log)
+    def ListRevoked(
+        self, request: keymanager_pb2.ListRevokedRequest, context: grpc.ServicerContext
+    ) -> keymanager_pb2.ListRevokedResponse:
+        self._auth.require_service(context)
+        return keymanager_pb2.ListRevokedResponse(
+            serials=[str(serial) for serial in sorted(self._certificates.revoked_serials())]
         )

@@ -6,10 +6,14 @@ from pathlib import Path
 from typing import Literal
 
 import grpc
+from pydantic import Field
+
+from fedsilo.rpc.auth import Authorizer, RevocationCache
+from fedsilo.rpc.channels import connect
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
 from fedsilo.settings import ServiceSettings
 from fedsilo.storage import BlobStore, DocumentStore, StorageSettings, open_store
-from fedsilo.v1 import modelstore_pb2_grpc
+from fedsilo.v1 import keymanager_pb2_grpc, modelstore_pb2_grpc
 from fedsilo_services.modelstore.servicer import ModelStoreServicer
 
 
@@ -22,6 +26,8 @@ class ModelStoreSettings(ServiceSettings):
     s3_secret_key: str | None = None
     s3_secure: bool = True
     s3_region: str | None = None
+    keymanager_address: str = Field(..., description="host:port of the keymanager")
+    revocation_refresh_s: float = Field(2.0, gt=0)
 
     def storage(self) -> StorageSettings:
         return StorageSettings(
@@ -39,16 +45,27 @@ class ModelStoreSettings(ServiceSettings):
 def main() -> None:
     settings = ModelStoreSettings()
     configure_logging("modelstore", settings.log_level)
+    tls = settings.tls()
     store = open_store(settings.storage())
+    revoked = RevocationCache(
+        keymanager_pb2_grpc.KeyManagerStub(connect(settings.keymanager_address, tls)),
+        settings.revocation_refresh_s,
+    )
     servicer = ModelStoreServicer(
-        BlobStore(store), DocumentStore(store), settings.audit_log("modelstore")
+        BlobStore(store),
+        DocumentStore(store),
+        Authorizer(tls is not None, revoked),
+        settings.audit_log("modelstore"),
     )
 
     def register(server: grpc.Server) -> list[str]:
         modelstore_pb2_grpc.add_ModelStoreServicer_to_server(servicer, server)
         return ["fedsilo.v1.ModelStore"]
 
-    running = start_service("modelstore", settings, register)
+    running = start_service("modelstore", settings, register, tls=tls)
+    if tls is not None:
+        revoked.start()
+        running.add_stop_hook(revoked.stop, before_drain=True)
     run_until_signalled(running, settings)
 
 

@@ -7,9 +7,11 @@ import time
 from collections.abc import Iterator
 
 import grpc
+
 from fedsilo.audit import AuditLog
 from fedsilo.modelstore.catalog import LineageConflict, ModelCatalog, ModelNotFound
 from fedsilo.modelstore.scan import ElementScanner
+from fedsilo.rpc.auth import Authorizer
 from fedsilo.rpc.channels import CHUNK_BYTES
 from fedsilo.rpc.errors import (
     RpcRejection,
@@ -28,8 +30,13 @@ log = logging.getLogger("fedsilo.modelstore")
 
 class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
     def __init__(
-        self, blobs: BlobStore, documents: DocumentStore, audit: AuditLog | None = None
+        self,
+        blobs: BlobStore,
+        documents: DocumentStore,
+        auth: Authorizer,
+        audit: AuditLog | None = None,
     ) -> None:
+        self._auth = auth
         self.audit = audit
         self._blobs = blobs
         self._docs = documents
@@ -59,6 +66,7 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
     def UploadBlob(
         self, request_iterator: Iterator[modelstore_pb2.UploadChunk], context: grpc.ServicerContext
     ) -> modelstore_pb2.UploadBlobResponse:
+        self._authorize_stream(context)
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
             abort(context, invalid_argument("the first upload chunk must carry the header"))
@@ -97,6 +105,7 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
     def DownloadBlob(
         self, request: modelstore_pb2.DownloadBlobRequest, context: grpc.ServicerContext
     ) -> Iterator[modelstore_pb2.DownloadChunk]:
+        self._authorize_stream(context)
         try:
             size = self._blobs.stat(request.digest).size
         except (ObjectNotFound, ValueError):
@@ -121,16 +130,32 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
         except CorruptBlob as error:
             abort(context, RpcRejection(grpc.StatusCode.DATA_LOSS, str(error)))
 
+    def _authorize_stream(self, context: grpc.ServicerContext) -> None:
+        """Streaming calls check the caller themselves (the decorator wraps unary calls)."""
+        try:
+            self._auth.require_identity(context)
+        except RpcRejection as rejection:
+            if self.audit is not None:
+                self.audit.append(
+                    "request_rejected",
+                    code=rejection.code.name,
+                    reason=rejection.message,
+                    peer=context.peer(),
+                )
+            abort(context, rejection)
+
     @translate_errors(log)
     def StatBlob(
         self, request: modelstore_pb2.StatBlobRequest, context: grpc.ServicerContext
     ) -> modelstore_pb2.BlobInfo:
+        self._auth.require_identity(context)
         return self._blob_info(request.digest)
 
     @translate_errors(log)
     def ComposeBlobs(
         self, request: modelstore_pb2.ComposeBlobsRequest, context: grpc.ServicerContext
     ) -> common_pb2.BlobRef:
+        self._auth.require_service(context)
         if not request.digests:
             raise invalid_argument("compose needs at least one blob")
         infos = [self._blob_info(digest) for digest in request.digests]
@@ -153,6 +178,7 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
     def PutModel(
         self, request: modelstore_pb2.PutModelRequest, context: grpc.ServicerContext
     ) -> modelstore_pb2.ModelRecord:
+        self._auth.require_service(context, "scheduler")
         record = modelstore_pb2.ModelRecord()
         record.CopyFrom(request.record)
         info = self._blob_info(record.blob.digest)
@@ -179,6 +205,7 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
     def GetModel(
         self, request: modelstore_pb2.GetModelRequest, context: grpc.ServicerContext
     ) -> modelstore_pb2.ModelRecord:
+        self._auth.require_service(context)
         try:
             return self._catalog.get(request.job_id, request.round)
         except ModelNotFound as error:
@@ -188,4 +215,5 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
     def ListModels(
         self, request: modelstore_pb2.ListModelsRequest, context: grpc.ServicerContext
     ) -> modelstore_pb2.ListModelsResponse:
+        self._auth.require_service(context)
         return modelstore_pb2.ListModelsResponse(models=self._catalog.list(request.job_id))

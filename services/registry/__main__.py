@@ -5,33 +5,52 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+from pydantic import Field
+
 from fedsilo.registry.store import RegistryStore
+from fedsilo.rpc.auth import Authorizer, RevocationCache
+from fedsilo.rpc.channels import connect
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
 from fedsilo.settings import ServiceSettings
-from fedsilo.v1 import registry_pb2_grpc
+from fedsilo.v1 import keymanager_pb2_grpc, registry_pb2_grpc
 from fedsilo_services.registry.servicer import RegistryServicer
-from pydantic import Field
 
 
 class RegistrySettings(ServiceSettings):
     registry_db: Path = Path(".fedsilo/registry.db")
     heartbeat_interval_s: float = Field(2.0, gt=0)
     liveness_timeout_s: float = Field(10.0, gt=0, description="silent this long: not alive")
+    keymanager_address: str = Field(..., description="host:port of the keymanager")
+    enroll_port: int = Field(0, ge=0, le=65535, description="server-TLS port for first Enroll")
+    revocation_refresh_s: float = Field(2.0, gt=0)
 
 
 def main() -> None:
     settings = RegistrySettings()
     configure_logging("registry", settings.log_level)
+    tls = settings.tls()
     store = RegistryStore(settings.registry_db, liveness_timeout_s=settings.liveness_timeout_s)
+    keymanager = keymanager_pb2_grpc.KeyManagerStub(connect(settings.keymanager_address, tls))
+    revoked = RevocationCache(keymanager, settings.revocation_refresh_s)
     servicer = RegistryServicer(
-        store, settings.heartbeat_interval_s, settings.audit_log("registry")
+        store,
+        settings.heartbeat_interval_s,
+        Authorizer(tls is not None, revoked),
+        keymanager,
+        settings.audit_log("registry"),
     )
 
     def register(server: grpc.Server) -> list[str]:
         registry_pb2_grpc.add_RegistryServicer_to_server(servicer, server)
         return ["fedsilo.v1.Registry"]
 
-    running = start_service("registry", settings, register)
+    extra = (
+        {} if tls is None else {"enroll_port": (settings.enroll_port, tls.enrollment_credentials())}
+    )
+    running = start_service("registry", settings, register, tls=tls, extra_ports=extra)
+    if tls is not None:
+        revoked.start()
+        running.add_stop_hook(revoked.stop, before_drain=True)
     running.add_stop_hook(store.close)
     run_until_signalled(running, settings)
 

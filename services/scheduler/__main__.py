@@ -13,16 +13,24 @@ from pathlib import Path
 
 import grpc
 import uvicorn
+from pydantic import Field
+
 from fedsilo.modelstore.client import ModelStoreClient
+from fedsilo.rpc.auth import Authorizer, RevocationCache
 from fedsilo.rpc.channels import connect
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
 from fedsilo.scheduler.engine import Scheduler, SchedulerConfig
 from fedsilo.scheduler.store import SchedulerStore
 from fedsilo.settings import ServiceSettings
-from fedsilo.v1 import aggregator_pb2_grpc, registry_pb2, registry_pb2_grpc, scheduler_pb2_grpc
+from fedsilo.v1 import (
+    aggregator_pb2_grpc,
+    keymanager_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+    scheduler_pb2_grpc,
+)
 from fedsilo_services.scheduler.rest import build_app
 from fedsilo_services.scheduler.servicer import AggregationQueueServicer, SchedulerServicer
-from pydantic import Field
 
 log = logging.getLogger("fedsilo.scheduler")
 
@@ -35,6 +43,9 @@ class SchedulerSettings(ServiceSettings):
     http_port: int = Field(8080, ge=0, le=65535, description="operator REST API; 0 picks")
     shard_parameters: int = Field(1 << 20, ge=1, description="coordinates per aggregation shard")
     lease_s: float = Field(30.0, gt=0, description="an aggregator's hold on a shard")
+    keymanager_address: str = Field(..., description="host:port of the keymanager")
+    operator_token_file: Path | None = Field(None, description="bearer token of the REST API")
+    revocation_refresh_s: float = Field(2.0, gt=0)
 
 
 class RegistryDirectory:
@@ -53,8 +64,17 @@ class RegistryDirectory:
 def main() -> None:
     settings = SchedulerSettings()
     configure_logging("scheduler", settings.log_level)
-    registry = registry_pb2_grpc.RegistryStub(connect(settings.registry_address))
-    models = ModelStoreClient(connect(settings.modelstore_address))
+    tls = settings.tls()
+    registry = registry_pb2_grpc.RegistryStub(connect(settings.registry_address, tls))
+    models = ModelStoreClient(connect(settings.modelstore_address, tls))
+    keymanager = keymanager_pb2_grpc.KeyManagerStub(connect(settings.keymanager_address, tls))
+    revoked = RevocationCache(keymanager, settings.revocation_refresh_s)
+    auth = Authorizer(tls is not None, revoked)
+    operator_token = (
+        settings.operator_token_file.read_text().strip() if settings.operator_token_file else None
+    )
+    if operator_token is None and tls is not None:
+        raise SystemExit("set FEDSILO_OPERATOR_TOKEN_FILE: the operator API needs a token")
     store = SchedulerStore(settings.scheduler_db)
     scheduler = Scheduler(
         store,
@@ -65,14 +85,17 @@ def main() -> None:
 
     def register(server: grpc.Server) -> list[str]:
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(
-            SchedulerServicer(scheduler, settings.audit_log("scheduler")), server
+            SchedulerServicer(scheduler, auth, settings.audit_log("scheduler")), server
         )
         aggregator_pb2_grpc.add_AggregationQueueServicer_to_server(
-            AggregationQueueServicer(scheduler), server
+            AggregationQueueServicer(scheduler, auth), server
         )
         return ["fedsilo.v1.Scheduler", "fedsilo.v1.AggregationQueue"]
 
-    running = start_service("scheduler", settings, register)
+    running = start_service("scheduler", settings, register, tls=tls)
+    if tls is not None:
+        revoked.start()
+        running.add_stop_hook(revoked.stop, before_drain=True)
 
     # The REST API binds its own socket first so that port 0 works and the port is known.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -82,9 +105,12 @@ def main() -> None:
     running.http_port = sock.getsockname()[1]
     http = uvicorn.Server(
         uvicorn.Config(
-            build_app(scheduler, models, registry),
+            build_app(scheduler, models, registry, keymanager, operator_token),
             log_level="warning",
             access_log=False,
+            # HTTPS with the scheduler's own certificate; the CLI trusts the platform CA.
+            ssl_certfile=str(settings.tls_cert) if tls is not None else None,
+            ssl_keyfile=str(settings.tls_key) if tls is not None else None,
         )
     )
     http_thread = threading.Thread(target=http.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 import grpc
-from fastapi import Body, FastAPI, HTTPException
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from google.protobuf import json_format
+from pydantic import BaseModel, Field
+
 from fedsilo.jobs import JobSpecError, parse_job_spec
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.rpc.errors import RpcRejection
 from fedsilo.scheduler.engine import Scheduler
-from fedsilo.v1 import registry_pb2, registry_pb2_grpc
-from google.protobuf import json_format
+from fedsilo.v1 import keymanager_pb2, keymanager_pb2_grpc, registry_pb2, registry_pb2_grpc
 
 _HTTP_STATUS = {
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.INVALID_ARGUMENT: 400,
     grpc.StatusCode.FAILED_PRECONDITION: 409,
     grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
 }
 
 
@@ -40,20 +45,84 @@ def _message_json(message: Any) -> dict[str, Any]:
     )
 
 
+class SiteRequest(BaseModel):
+    site: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="the institution")
+    ttl_s: float = Field(
+        24 * 3600.0,
+        gt=0,
+        le=30 * 24 * 3600.0,
+        description="how long the enrollment token stays valid",
+    )
+
+
+class RevokeRequest(BaseModel):
+    reason: str = Field("revoked by the operator", max_length=500)
+
+
+_BEARER = HTTPBearer(auto_error=False)
+
+
+class OperatorGuard:
+    """Every /v1 call needs `Authorization: Bearer <operator token>` (when one is set)."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token
+
+    def __call__(
+        self, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+    ) -> None:
+        if self._token is None:
+            return
+        if credentials is None or not hmac.compare_digest(credentials.credentials, self._token):
+            raise HTTPException(
+                status_code=401,
+                detail="operator token missing or wrong",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+
 def build_app(
-    scheduler: Scheduler, models: ModelStoreClient, registry: registry_pb2_grpc.RegistryStub
+    scheduler: Scheduler,
+    models: ModelStoreClient,
+    registry: registry_pb2_grpc.RegistryStub,
+    keymanager: keymanager_pb2_grpc.KeyManagerStub,
+    operator_token: str | None,
 ) -> FastAPI:
     app = FastAPI(
         title="fedsilo operator API",
         version="1",
-        description="Submit and watch federated jobs, pull models, list sites.",
+        description="Submit and watch federated jobs, pull models, add and revoke sites. "
+        "Every /v1 call needs the operator token as a bearer token.",
     )
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/v1/jobs", status_code=201)
+    app_v1 = APIRouter(dependencies=[Depends(OperatorGuard(operator_token))])
+
+    @app_v1.post("/v1/sites", status_code=201)
+    def add_site(request: SiteRequest) -> dict[str, Any]:
+        """A one-time enrollment token for the site's client agent (shown once)."""
+        try:
+            issued = keymanager.CreateEnrollmentToken(
+                keymanager_pb2.CreateEnrollmentTokenRequest(site=request.site, ttl_s=request.ttl_s)
+            )
+        except grpc.RpcError as error:
+            raise _grpc_http_error(error) from None
+        return {"site": request.site, "token": issued.token, "expires_at": issued.expires_at}
+
+    @app_v1.post("/v1/clients/{client_id}/revoke")
+    def revoke_client(client_id: str, request: RevokeRequest) -> dict[str, Any]:
+        try:
+            revoked = keymanager.RevokeClient(
+                keymanager_pb2.RevokeClientRequest(client_id=client_id, reason=request.reason)
+            )
+        except grpc.RpcError as error:
+            raise _grpc_http_error(error) from None
+        return {"client_id": client_id, "certificates_revoked": revoked.certificates_revoked}
+
+    @app_v1.post("/v1/jobs", status_code=201)
     def submit_job(
         spec: Annotated[dict[str, Any], Body(description="a job spec")],
     ) -> dict[str, Any]:
@@ -66,32 +135,32 @@ def build_app(
         except RpcRejection as rejection:
             raise _http_error(rejection) from None
 
-    @app.get("/v1/jobs")
+    @app_v1.get("/v1/jobs")
     def list_jobs() -> list[dict[str, Any]]:
         return scheduler.list_jobs()
 
-    @app.get("/v1/jobs/{job_id}")
+    @app_v1.get("/v1/jobs/{job_id}")
     def job_status(job_id: str) -> dict[str, Any]:
         try:
             return scheduler.job_status(job_id)
         except RpcRejection as rejection:
             raise _http_error(rejection) from None
 
-    @app.post("/v1/jobs/{job_id}/cancel")
+    @app_v1.post("/v1/jobs/{job_id}/cancel")
     def cancel_job(job_id: str) -> dict[str, Any]:
         try:
             return scheduler.cancel_job(job_id)
         except RpcRejection as rejection:
             raise _http_error(rejection) from None
 
-    @app.get("/v1/jobs/{job_id}/models")
+    @app_v1.get("/v1/jobs/{job_id}/models")
     def list_models(job_id: str) -> list[dict[str, Any]]:
         try:
             return [_message_json(record) for record in models.list_models(job_id)]
         except grpc.RpcError as error:
             raise _grpc_http_error(error) from None
 
-    @app.get("/v1/jobs/{job_id}/models/{round_}")
+    @app_v1.get("/v1/jobs/{job_id}/models/{round_}")
     def get_model(job_id: str, round_: int) -> dict[str, Any]:
         """Round -1 is the latest stored model."""
         try:
@@ -99,7 +168,7 @@ def build_app(
         except grpc.RpcError as error:
             raise _grpc_http_error(error) from None
 
-    @app.get("/v1/jobs/{job_id}/models/{round_}/weights")
+    @app_v1.get("/v1/jobs/{job_id}/models/{round_}/weights")
     def model_weights(job_id: str, round_: int) -> StreamingResponse:
         """The flat little-endian float32 parameter vector, laid out as the manifest says."""
         try:
@@ -123,7 +192,7 @@ def build_app(
             },
         )
 
-    @app.get("/v1/sites")
+    @app_v1.get("/v1/sites")
     def list_sites() -> list[dict[str, Any]]:
         try:
             response = registry.ListClients(registry_pb2.ListClientsRequest())
@@ -131,4 +200,5 @@ def build_app(
             raise _grpc_http_error(error) from None
         return [_message_json(client) for client in response.clients]
 
+    app.include_router(app_v1)
     return app

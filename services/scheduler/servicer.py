@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 
 import grpc
+
 from fedsilo.audit import AuditLog
+from fedsilo.rpc.auth import Authorizer
 from fedsilo.rpc.errors import translate_errors
 from fedsilo.scheduler.engine import Scheduler
 from fedsilo.v1 import aggregator_pb2, aggregator_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
@@ -14,20 +16,25 @@ log = logging.getLogger("fedsilo.scheduler")
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, scheduler: Scheduler, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self, scheduler: Scheduler, auth: Authorizer, audit: AuditLog | None = None
+    ) -> None:
         self._scheduler = scheduler
+        self._auth = auth
         self.audit = audit
 
     @translate_errors(log)
     def WaitForTask(
         self, request: scheduler_pb2.WaitForTaskRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.Task:
+        self._auth.require_client(context, request.client_id)
         return self._scheduler.wait_for_task(request.client_id, request.wait_s)
 
     @translate_errors(log)
     def SubmitUpdate(
         self, request: scheduler_pb2.SubmitUpdateRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.SubmitUpdateResponse:
+        self._auth.require_client(context, request.client_id)
         self._scheduler.submit_update(request)
         return scheduler_pb2.SubmitUpdateResponse(accepted=True)
 
@@ -35,6 +42,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     def ReportEvaluation(
         self, request: scheduler_pb2.ReportEvaluationRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.ReportEvaluationResponse:
+        self._auth.require_client(context, request.client_id)
         self._scheduler.report_evaluation(request)
         return scheduler_pb2.ReportEvaluationResponse()
 
@@ -42,6 +50,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     def DeclineTask(
         self, request: scheduler_pb2.DeclineTaskRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.DeclineTaskResponse:
+        self._auth.require_client(context, request.client_id)
         self._scheduler.decline_task(request)
         if self.audit is not None:
             self.audit.append(
@@ -54,14 +63,18 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
 
 class AggregationQueueServicer(aggregator_pb2_grpc.AggregationQueueServicer):
-    def __init__(self, scheduler: Scheduler, audit: AuditLog | None = None) -> None:
+    def __init__(
+        self, scheduler: Scheduler, auth: Authorizer, audit: AuditLog | None = None
+    ) -> None:
         self._scheduler = scheduler
+        self._auth = auth
         self.audit = audit
 
     @translate_errors(log)
     def LeaseShard(
         self, request: aggregator_pb2.LeaseShardRequest, context: grpc.ServicerContext
     ) -> aggregator_pb2.LeaseShardResponse:
+        self._auth.require_service(context, "aggregator")
         shard = self._scheduler.lease_shard(request.worker_id, request.wait_s)
         if shard is None:
             return aggregator_pb2.LeaseShardResponse(has_shard=False)
@@ -71,6 +84,7 @@ class AggregationQueueServicer(aggregator_pb2_grpc.AggregationQueueServicer):
     def RenewLease(
         self, request: aggregator_pb2.RenewLeaseRequest, context: grpc.ServicerContext
     ) -> aggregator_pb2.RenewLeaseResponse:
+        self._auth.require_service(context, "aggregator")
         expires = self._scheduler.renew_lease(request.shard_id, request.lease_id)
         return aggregator_pb2.RenewLeaseResponse(lease_expires_unix=expires)
 
@@ -78,6 +92,7 @@ class AggregationQueueServicer(aggregator_pb2_grpc.AggregationQueueServicer):
     def CompleteShard(
         self, request: aggregator_pb2.CompleteShardRequest, context: grpc.ServicerContext
     ) -> aggregator_pb2.CompleteShardResponse:
+        self._auth.require_service(context, "aggregator")
         return aggregator_pb2.CompleteShardResponse(
             accepted=self._scheduler.complete_shard(request)
         )

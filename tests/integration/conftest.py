@@ -3,6 +3,7 @@ chosen at run time, the four hospitals read their own files from ../shared/data.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -14,11 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+
 from fedsilo.cli.api import OperatorApi
 from fedsilo.cli.demo import start_heart_federation
 from fedsilo.cli.up import LocalControlPlane
 from fedsilo.federations import heart_disease
+from fedsilo.rpc.channels import connect
 
 REPO = Path(__file__).resolve().parents[2]
 HEART_DATA = (REPO / ".." / "shared" / "data" / "fed_heart_disease").resolve()
@@ -40,6 +44,19 @@ class Federation:
     api: OperatorApi
     data_dir: Path
 
+    def channel(self, service: str) -> grpc.Channel:
+        """A channel to one of the services, acting as the scheduler (a trusted service)."""
+        return connect(self.plane.service(service).grpc_address, self.plane.tls_as("scheduler"))
+
+    def cli_env(self) -> dict[str, str]:
+        """What an operator's shell holds: the API's token and the platform CA."""
+        assert self.plane.trust is not None
+        return {
+            **os.environ,
+            "FEDSILO_OPERATOR_TOKEN": self.plane.trust.operator_token,
+            "FEDSILO_CA_CERT": str(self.plane.trust.ca_cert),
+        }
+
     def run_job(self, spec: dict[str, Any], timeout_s: float = 120) -> dict[str, Any]:
         job_id = self.api.submit_job(spec)["job_id"]
         return self.wait_for_job(job_id, timeout_s)
@@ -56,7 +73,7 @@ class Federation:
 
 def start_federation(state_dir: Path, data_dir: Path, **plane_options: Any) -> Federation:
     plane = start_heart_federation(state_dir, data_dir, **plane_options)
-    return Federation(plane, OperatorApi(plane.api_url), data_dir)
+    return Federation(plane, plane.api(), data_dir)
 
 
 def small_job(algorithm: dict[str, Any], rounds: int = 2, **overrides: Any) -> dict[str, Any]:

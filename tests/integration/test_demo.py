@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from fedsilo.federations import heart_disease
 
 from .conftest import require_heart_data

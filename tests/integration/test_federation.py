@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -17,14 +17,16 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from fedsilo.algorithms.registry import FedAdamParams, server_optimizer
+from fedsilo.client.enrollment import IdentityFiles, client_tls, enroll_with_token
 from fedsilo.federations import heart_disease
 from fedsilo.jobs import ModelSpec
 from fedsilo.learning import build_model
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.rpc.channels import connect
 from fedsilo.v1 import registry_pb2, registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .conftest import Federation, small_job
 
@@ -44,7 +46,7 @@ def test_job_completes_with_every_hospital_and_a_loadable_model(
         assert set(rounds[round_]["per_site"]) == set(rounds[round_]["participants"])
         assert 0.0 <= rounds[round_]["mean_test_accuracy"] <= 1.0
     # lineage: each model names its parent, back to the initial one
-    models = httpx.get(f"{federation.plane.api_url}/v1/jobs/{status['job_id']}/models").json()
+    models = federation.api.models(status["job_id"])
     assert [m["round"] for m in models] == [0, 1, 2, 3]
     for parent, child in itertools.pairwise(models):
         assert child["parent_version"] == parent["version"]
@@ -68,6 +70,7 @@ def test_job_completes_with_every_hospital_and_a_loadable_model(
         check=True,
         capture_output=True,
         timeout=60,
+        env=federation.cli_env(),
     )
     model = build_model(ModelSpec(name="logistic_regression"), 13)
     model.load_state_dict(torch.load(output))
@@ -84,7 +87,7 @@ def test_sharded_aggregation_across_replicas_equals_fedadam_on_whole_vectors(
     status = federation.run_job(small_job(params.model_dump(), rounds=2))
     assert status["state"] == "completed", status["error"]
 
-    models = ModelStoreClient(connect(federation.plane.service("modelstore").grpc_address))
+    models = ModelStoreClient(federation.channel("modelstore"))
     db = sqlite3.connect(f"file:{federation.plane.state_dir / 'scheduler.db'}?mode=ro", uri=True)
     optimizer = server_optimizer(params)
     state = optimizer.initial_state(14)
@@ -118,44 +121,50 @@ def test_sharded_aggregation_across_replicas_equals_fedadam_on_whole_vectors(
     assert shards >= 2 * 4  # two rounds of four shards
 
 
-@pytest.fixture
-def control_plane_stubs(
-    federation: Federation,
-) -> Iterator[
-    tuple[registry_pb2_grpc.RegistryStub, scheduler_pb2_grpc.SchedulerStub, ModelStoreClient]
-]:
+@dataclass
+class Site:
+    """A party that enrolled with a token, as a real site does, and holds its certificate."""
+
+    client_id: str
+    registry: registry_pb2_grpc.RegistryStub
+    scheduler: scheduler_pb2_grpc.SchedulerStub
+    models: ModelStoreClient
+
+
+def enroll_site(federation: Federation, folder: Path, site: str, dataset: str) -> Site:
     plane = federation.plane
-    yield (
-        registry_pb2_grpc.RegistryStub(connect(plane.service("registry").grpc_address)),
-        scheduler_pb2_grpc.SchedulerStub(connect(plane.service("scheduler").grpc_address)),
-        ModelStoreClient(connect(plane.service("modelstore").grpc_address)),
-    )
-
-
-def _enroll(registry: registry_pb2_grpc.RegistryStub, site: str, dataset: str) -> str:
+    assert plane.trust is not None
+    files = IdentityFiles(folder / site)
+    ca = plane.trust.ca_cert.read_bytes()
     capabilities = registry_pb2.Capabilities(
         datasets=[registry_pb2.DatasetInfo(name=dataset, num_train=10, num_test=5, num_features=13)]
     )
-    return str(
-        registry.Enroll(registry_pb2.EnrollRequest(site=site, capabilities=capabilities)).client_id
+    token = federation.api.add_site(site)["token"]
+    client_id = enroll_with_token(
+        files, site, token, ca, plane.endpoints()["registry_enroll"], capabilities
+    )
+    tls = client_tls(files, ca)
+    return Site(
+        client_id,
+        registry_pb2_grpc.RegistryStub(connect(plane.service("registry").grpc_address, tls)),
+        scheduler_pb2_grpc.SchedulerStub(connect(plane.service("scheduler").grpc_address, tls)),
+        ModelStoreClient(connect(plane.service("modelstore").grpc_address, tls)),
     )
 
 
 def test_bad_updates_are_rejected_with_the_right_status_and_the_round_goes_on(
-    federation: Federation,
-    control_plane_stubs: tuple[
-        registry_pb2_grpc.RegistryStub, scheduler_pb2_grpc.SchedulerStub, ModelStoreClient
-    ],
+    federation: Federation, tmp_path: Path
 ) -> None:
-    registry, scheduler, models = control_plane_stubs
-    rogue = _enroll(registry, "rogue", "heart-disease")
-    outsider = _enroll(registry, "outsider", "another-dataset")
+    rogue_site = enroll_site(federation, tmp_path, "rogue", "heart-disease")
+    outsider_site = enroll_site(federation, tmp_path, "outsider", "another-dataset")
+    rogue, outsider = rogue_site.client_id, outsider_site.client_id
+    scheduler, models = rogue_site.scheduler, rogue_site.models
     stop = threading.Event()
 
     def keep_alive() -> None:
         while not stop.wait(1.0):
-            for client_id in (rogue, outsider):
-                registry.Heartbeat(registry_pb2.HeartbeatRequest(client_id=client_id))
+            for site in (rogue_site, outsider_site):
+                site.registry.Heartbeat(registry_pb2.HeartbeatRequest(client_id=site.client_id))
 
     beating = threading.Thread(target=keep_alive, daemon=True)
     beating.start()
@@ -179,7 +188,9 @@ def test_bad_updates_are_rejected_with_the_right_status_and_the_round_goes_on(
         size = task.manifest.num_parameters
         good = models.upload(np.zeros(size, "<f4").tobytes(), dtype="float32").ref
 
-        def submit(client_id: str, blob: object, **fields: object) -> grpc.StatusCode:
+        def submit(
+            client_id: str, blob: object, as_site: Site = rogue_site, **fields: object
+        ) -> grpc.StatusCode:
             request = scheduler_pb2.SubmitUpdateRequest(
                 client_id=client_id,
                 task_id=task.task_id,
@@ -192,9 +203,11 @@ def test_bad_updates_are_rejected_with_the_right_status_and_the_round_goes_on(
             for name, value in fields.items():
                 setattr(request, name, value)
             with pytest.raises(grpc.RpcError) as error:
-                scheduler.SubmitUpdate(request)
+                as_site.scheduler.SubmitUpdate(request)
             return error.value.code()
 
+        # the outsider, as itself, was not selected; the rogue cannot pose as the outsider
+        assert submit(outsider, good, as_site=outsider_site) == grpc.StatusCode.PERMISSION_DENIED
         assert submit(outsider, good) == grpc.StatusCode.PERMISSION_DENIED
         assert submit(rogue, good, round=task.round + 5) == grpc.StatusCode.FAILED_PRECONDITION
         wrong_shape = models.upload(np.zeros(size + 1, "<f4").tobytes(), "float32").ref
@@ -231,6 +244,7 @@ def test_bad_updates_are_rejected_with_the_right_status_and_the_round_goes_on(
     assert sorted(e["details"]["code"] for e in refused) == sorted(
         [
             "PERMISSION_DENIED",
+            "PERMISSION_DENIED",
             "FAILED_PRECONDITION",
             "INVALID_ARGUMENT",
             "INVALID_ARGUMENT",
@@ -259,8 +273,9 @@ def test_bad_updates_are_rejected_with_the_right_status_and_the_round_goes_on(
 
 def test_every_service_reports_health_and_serves_metrics(federation: Federation) -> None:
     for service in federation.plane.processes:
-        channel = connect(service.grpc_address)
-        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        # probes use the plaintext health port; the main port needs a certificate
+        plain = grpc.insecure_channel(service.health_address)
+        response = health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest())
         assert response.status == health_pb2.HealthCheckResponse.SERVING, service.name
         metrics = httpx.get(service.metrics_url).text
         assert "fedsilo_" in metrics, service.name
@@ -278,6 +293,7 @@ def test_cli_lists_sites_and_jobs_and_names_a_bad_spec_field(
             capture_output=True,
             text=True,
             timeout=60,
+            env=federation.cli_env(),
         )
 
     sites = json.loads(fedsilo("sites", "list", "--json").stdout)

@@ -8,11 +8,13 @@ import signal
 import time
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from fedsilo.cli.processes import spawn
 from fedsilo.modelstore.client import ModelStoreClient
-from fedsilo.rpc.channels import connect
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from fedsilo.pki.bootstrap import bootstrap_local_trust
 
 from .conftest import FAST_LIVENESS, require_heart_data, small_job, start_federation
 
@@ -20,14 +22,21 @@ pytestmark = pytest.mark.slow
 
 
 def test_sigterm_reports_not_serving_then_exits_cleanly(tmp_path: Path) -> None:
+    trust = bootstrap_local_trust(tmp_path)
     registry = spawn(
         "registry",
         "fedsilo_services.registry",
-        {"FEDSILO_REGISTRY_DB": str(tmp_path / "registry.db"), "FEDSILO_GRACE_S": "2"},
+        {
+            **trust.service("registry").env(),
+            "FEDSILO_REGISTRY_DB": str(tmp_path / "registry.db"),
+            "FEDSILO_KEYMANAGER_ADDRESS": "127.0.0.1:1",  # revocations: not needed here
+            "FEDSILO_GRACE_S": "2",
+        },
         tmp_path,
     )
     registry.wait_ready(30)
-    health = health_pb2_grpc.HealthStub(connect(registry.grpc_address))
+    # the plaintext health port, as a Kubernetes probe sees it
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(registry.health_address))
     watch = health.Watch(health_pb2.HealthCheckRequest(service="fedsilo.v1.Registry"))
     assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
 
@@ -49,7 +58,7 @@ def test_a_killed_scheduler_resumes_the_job_and_keeps_every_model(tmp_path: Path
         )["job_id"]
         while federation.api.job(job_id)["round"] < 3:
             time.sleep(0.05)
-        models = ModelStoreClient(connect(plane.service("modelstore").grpc_address))
+        models = ModelStoreClient(federation.channel("modelstore"))
         before = {m.round: m.version for m in models.list_models(job_id)}
         old = plane.service("scheduler")
         os.kill(old.pid, signal.SIGKILL)
@@ -60,10 +69,7 @@ def test_a_killed_scheduler_resumes_the_job_and_keeps_every_model(tmp_path: Path
             "scheduler",
             "fedsilo_services.scheduler",
             {
-                **FAST_LIVENESS,
-                "FEDSILO_SCHEDULER_DB": str(plane.state_dir / "scheduler.db"),
-                "FEDSILO_REGISTRY_ADDRESS": plane.service("registry").grpc_address,
-                "FEDSILO_MODELSTORE_ADDRESS": plane.service("modelstore").grpc_address,
+                **old.env,
                 "FEDSILO_GRPC_PORT": str(old.info["grpc_port"]),
                 "FEDSILO_HTTP_PORT": str(old.info["http_port"]),
             },

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.policy import SitePolicy
 from fedsilo.privacy import epsilon_after
-from fedsilo.rpc.channels import connect
 
 from .conftest import FAST_LIVENESS, Federation, require_heart_data, small_job, start_federation
 
@@ -35,7 +35,7 @@ def test_client_level_dp_spends_the_target_epsilon_round_by_round(
         assert epsilon == pytest.approx(epsilon_after(round_, noise, 1.0, 1e-5), rel=1e-6)
     assert spent[1] < spent[2] < spent[3] <= 4.0 and spent[3] > 3.95
 
-    models = ModelStoreClient(connect(federation.plane.service("modelstore").grpc_address))
+    models = ModelStoreClient(federation.channel("modelstore"))
     lineage = models.get_model(status["job_id"], 3)
     assert lineage.metrics["epsilon"] == pytest.approx(spent[3])
     metrics = httpx.get(federation.plane.service("scheduler").metrics_url).text

@@ -10,8 +10,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from fedsilo.storage import S3Store, StorageSettings, open_store
 from unit.storage.store_contract import BlobStoreContract, ObjectStoreContract
+
+from fedsilo.storage import S3Store, StorageSettings, open_store
 
 from .conftest import ACCESS_KEY, SECRET_KEY
 

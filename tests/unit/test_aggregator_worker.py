@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import numpy as np
+
 from fedsilo.aggregator.worker import combine_shard
 from fedsilo.v1 import aggregator_pb2
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from fedsilo.data import SiteConfig, load_tabular
 from fedsilo.federations import heart_disease
 from fedsilo.jobs import load_job_spec

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fedsilo.algorithms.registry import FedAdamParams
 from fedsilo.data import SiteConfig, TabularData, load_tabular
 from fedsilo.federations.heart_disease import (

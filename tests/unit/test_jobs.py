@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from fedsilo.jobs import JobSpecError, load_job_spec, parse_job_spec
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fedsilo.modelstore.catalog import LineageConflict, ModelCatalog, ModelNotFound
 from fedsilo.modelstore.scan import ElementScanner
 from fedsilo.storage import DocumentStore, LocalDirectoryStore

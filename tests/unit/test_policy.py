@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+
 from fedsilo.federations import heart_disease
 from fedsilo.jobs import JobSpec, parse_job_spec
 from fedsilo.policy import SitePolicy, policy_violation, projected_epsilon

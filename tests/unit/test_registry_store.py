@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from fedsilo.registry.store import RegistryStore, UnknownClient
 from fedsilo.v1 import registry_pb2
 

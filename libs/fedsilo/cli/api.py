@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +17,37 @@ class ApiError(RuntimeError):
     pass
 
 
-def default_api_url() -> str:
-    """FEDSILO_API, else the endpoints file `fedsilo up` writes, else localhost:8080."""
-    if url := os.environ.get("FEDSILO_API"):
-        return url
+def default_api(url: str | None = None) -> OperatorApi:
+    """The operator API from --api / FEDSILO_API, the token from FEDSILO_OPERATOR_TOKEN, the CA
+    from FEDSILO_CA_CERT; what is not given comes from the endpoints file of `fedsilo up`."""
+    endpoints: dict[str, str] = {}
     if DEFAULT_ENDPOINTS.exists():
-        return str(json.loads(DEFAULT_ENDPOINTS.read_text())["api"])
-    return "http://127.0.0.1:8080"
+        endpoints = json.loads(DEFAULT_ENDPOINTS.read_text())
+    url = url or os.environ.get("FEDSILO_API") or endpoints.get("api") or "https://127.0.0.1:8080"
+    token = os.environ.get("FEDSILO_OPERATOR_TOKEN")
+    if token is None and "operator_token_file" in endpoints:
+        token = Path(endpoints["operator_token_file"]).read_text().strip()
+    ca = os.environ.get("FEDSILO_CA_CERT") or endpoints.get("ca_cert")
+    return OperatorApi(url, token=token, ca_cert=Path(ca) if ca else None)
 
 
 class OperatorApi:
-    def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout_s)
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        ca_cert: Path | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        # HTTPS is verified against the platform CA, not the system's public roots.
+        verify: bool | ssl.SSLContext = True
+        if ca_cert is not None:
+            verify = ssl.create_default_context(cafile=str(ca_cert))
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"), timeout=timeout_s, verify=verify, headers=headers
+        )
         self.base_url = base_url
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -58,6 +78,9 @@ class OperatorApi:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/v1/jobs/{job_id}/cancel"))
 
+    def models(self, job_id: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/v1/jobs/{job_id}/models"))
+
     def model(self, job_id: str, round_: int = -1) -> dict[str, Any]:
         return dict(self._call("GET", f"/v1/jobs/{job_id}/models/{round_}"))
 
@@ -66,6 +89,12 @@ class OperatorApi:
         if response.status_code >= 400:
             raise ApiError(f"model weights: HTTP {response.status_code}: {response.text}")
         return response.content
+
+    def add_site(self, site: str, ttl_s: float = 24 * 3600.0) -> dict[str, Any]:
+        return dict(self._call("POST", "/v1/sites", json={"site": site, "ttl_s": ttl_s}))
+
+    def revoke_client(self, client_id: str, reason: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/clients/{client_id}/revoke", json={"reason": reason}))
 
     def sites(self) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/sites"))

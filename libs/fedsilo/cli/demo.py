@@ -232,7 +232,7 @@ def start_heart_federation(
             config.write(config_path)
             plane.start_client(site, config_path)
         plane.wait_ready()
-        wait_for_sites(OperatorApi(plane.api_url), len(heart_disease.HOSPITALS))
+        wait_for_sites(plane.api(), len(heart_disease.HOSPITALS))
     except BaseException:
         plane.stop()
         raise
@@ -259,7 +259,7 @@ def run_federation(
             console.print(
                 f"started {len(plane.processes)} processes; operator API {plane.api_url}/docs"
             )
-        api = OperatorApi(plane.api_url)
+        api = plane.api()
         submitted = api.submit_job(json.loads(spec.to_json()))
         status = watch_job(api, submitted["job_id"], quiet=quiet)
         processes: list[dict[str, Any]] = [

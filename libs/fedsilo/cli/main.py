@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fedsilo.cli.api import ApiError, OperatorApi, default_api_url
+from fedsilo.cli.api import ApiError, OperatorApi, default_api
 from fedsilo.jobs import JobSpecError, load_job_spec
 
 console = Console()
@@ -174,6 +174,30 @@ def cmd_model_pull(args: argparse.Namespace, api: OperatorApi) -> int:
     return 0
 
 
+def cmd_site_add(args: argparse.Namespace, api: OperatorApi) -> int:
+    issued = api.add_site(args.name, ttl_s=args.ttl_hours * 3600)
+    if args.json:
+        _print_json(issued)
+    else:
+        console.print(
+            f"enrollment token for site [bold]{issued['site']}[/] (one use, valid "
+            f"{args.ttl_hours:g} h) — give it to the site's IT team:\n{issued['token']}"
+        )
+    return 0
+
+
+def cmd_client_revoke(args: argparse.Namespace, api: OperatorApi) -> int:
+    result = api.revoke_client(args.client_id, args.reason)
+    if args.json:
+        _print_json(result)
+    else:
+        console.print(
+            f"revoked {result['certificates_revoked']} certificate(s) of "
+            f"{args.client_id}; it is refused from now on"
+        )
+    return 0
+
+
 def cmd_sites_list(args: argparse.Namespace, api: OperatorApi) -> int:
     clients = api.sites()
     if args.json:
@@ -239,6 +263,12 @@ def cmd_client(args: argparse.Namespace) -> int:
         "FEDSILO_SCHEDULER_ADDRESS": args.scheduler or endpoints.get("scheduler", ""),
         "FEDSILO_MODELSTORE_ADDRESS": args.modelstore or endpoints.get("modelstore", ""),
     }
+    optional = {
+        "FEDSILO_REGISTRY_ENROLL_ADDRESS": args.registry_enroll or endpoints.get("registry_enroll"),
+        "FEDSILO_TLS_CA": args.ca_cert or endpoints.get("ca_cert"),
+        "FEDSILO_ENROLLMENT_TOKEN": args.token,
+    }
+    os.environ.update({name: value for name, value in optional.items() if value})
     missing = [name for name, value in settings.items() if not value]
     if missing:
         console.print(
@@ -300,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     client.add_argument("--registry")
     client.add_argument("--scheduler")
     client.add_argument("--modelstore")
+    client.add_argument("--registry-enroll", help="the registry's enrollment port (host:port)")
+    client.add_argument("--ca-cert", help="the platform CA certificate the operator gave you")
+    client.add_argument("--token", help="the site's one-time enrollment token (first start)")
     client.add_argument("--endpoints", default=".fedsilo/endpoints.json")
 
     from fedsilo.cli.demo import add_demo_arguments
@@ -334,6 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("files", nargs="+", help="e.g. .fedsilo/audit/*.jsonl")
     verify.add_argument("--expect-head", default=None, help="head hash recorded elsewhere")
 
+    site = commands.add_parser("site", help="add a site, revoke a client").add_subparsers(
+        dest="action", required=True
+    )
+    add = with_json(site.add_parser("add", help="a one-time enrollment token for a site"))
+    add.add_argument("name")
+    add.add_argument("--ttl-hours", type=float, default=24.0)
+    revoke = with_json(site.add_parser("revoke", help="revoke a client's certificates"))
+    revoke.add_argument("client_id")
+    revoke.add_argument("--reason", default="revoked by the operator")
+
     sites = commands.add_parser("sites", help="institutions").add_subparsers(
         dest="action", required=True
     )
@@ -348,6 +391,8 @@ HANDLERS = {
     ("job", "cancel"): cmd_job_cancel,
     ("model", "pull"): cmd_model_pull,
     ("sites", "list"): cmd_sites_list,
+    ("site", "add"): cmd_site_add,
+    ("site", "revoke"): cmd_client_revoke,
 }
 
 
@@ -364,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
             from fedsilo.cli.demo import run_demo
 
             return run_demo(args)
-        api = OperatorApi(args.api or default_api_url())
+        api = default_api(args.api)
         return HANDLERS[(args.command, args.action)](args, api)
     except ApiError as error:
         console.print(f"[red]error:[/] {error}")

@@ -25,6 +25,7 @@ class ServiceProcess:
     process: subprocess.Popen[bytes]
     ready_file: Path
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -34,6 +35,10 @@ class ServiceProcess:
     @property
     def grpc_address(self) -> str:
         return f"127.0.0.1:{self.info['grpc_port']}"
+
+    @property
+    def health_address(self) -> str:
+        return f"127.0.0.1:{self.info['health_port']}"
 
     @property
     def metrics_url(self) -> str:
@@ -104,7 +109,7 @@ def spawn(
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
-    return ServiceProcess(name, process, ready_file, log_path)
+    return ServiceProcess(name, process, ready_file, log_path, dict(env))
 
 
 def stop_all(processes: list[ServiceProcess], timeout_s: float = 20.0) -> dict[str, int]:

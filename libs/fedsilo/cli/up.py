@@ -1,4 +1,10 @@
-"""The control plane as local processes: what `fedsilo up` and the demo start."""
+"""The control plane as local processes: what `fedsilo up` and the demo start.
+
+Trust comes first: the CA, one certificate per service and the operator token are created
+under the state folder (never in the repository), and every service is started with mutual
+TLS. Clients join as real sites do: the operator asks for a one-time token, the client enrolls
+with it and from then on presents its own certificate.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fedsilo.cli.api import OperatorApi
 from fedsilo.cli.processes import ServiceProcess, spawn, stop_all
+from fedsilo.pki.bootstrap import LocalTrust, bootstrap_local_trust
+from fedsilo.rpc.tls import TlsConfig
 
 START_TIMEOUT_S = 60.0
 
@@ -14,6 +23,7 @@ START_TIMEOUT_S = 60.0
 @dataclass
 class LocalControlPlane:
     state_dir: Path
+    trust: LocalTrust | None
     processes: list[ServiceProcess] = field(default_factory=list)
 
     def service(self, name: str) -> ServiceProcess:
@@ -24,24 +34,52 @@ class LocalControlPlane:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.service('scheduler').info['http_port']}"
+        scheme = "https" if self.trust is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.service('scheduler').info['http_port']}"
+
+    def api(self) -> OperatorApi:
+        if self.trust is None:
+            return OperatorApi(self.api_url)
+        return OperatorApi(
+            self.api_url, token=self.trust.operator_token, ca_cert=self.trust.ca_cert
+        )
+
+    def tls_as(self, service: str) -> TlsConfig | None:
+        """Credentials of one of the services (tests and tools acting inside the plane)."""
+        if self.trust is None:
+            return None
+        files = self.trust.service(service)
+        return TlsConfig.load(files.ca, files.cert, files.key)
 
     def endpoints(self) -> dict[str, str]:
-        return {
+        endpoints = {
             "api": self.api_url,
             "registry": self.service("registry").grpc_address,
             "scheduler": self.service("scheduler").grpc_address,
             "modelstore": self.service("modelstore").grpc_address,
             "keymanager": self.service("keymanager").grpc_address,
         }
+        if self.trust is not None:
+            endpoints["registry_enroll"] = (
+                f"127.0.0.1:{self.service('registry').info['enroll_port']}"
+            )
+            endpoints["ca_cert"] = str(self.trust.ca_cert)
+            endpoints["operator_token_file"] = str(self.trust.operator_token_file)
+        return endpoints
 
     def client_env(self) -> dict[str, str]:
         endpoints = self.endpoints()
-        return {
+        env = {
             "FEDSILO_REGISTRY_ADDRESS": endpoints["registry"],
             "FEDSILO_SCHEDULER_ADDRESS": endpoints["scheduler"],
             "FEDSILO_MODELSTORE_ADDRESS": endpoints["modelstore"],
         }
+        if self.trust is None:
+            env["FEDSILO_INSECURE"] = "true"
+        else:
+            env["FEDSILO_TLS_CA"] = endpoints["ca_cert"]
+            env["FEDSILO_REGISTRY_ENROLL_ADDRESS"] = endpoints["registry_enroll"]
+        return env
 
     def write_endpoints(self) -> Path:
         path = self.state_dir / "endpoints.json"
@@ -49,17 +87,19 @@ class LocalControlPlane:
         return path
 
     def start_client(self, site: str, site_config: Path, **extra_env: str) -> ServiceProcess:
+        env = {
+            **self.client_env(),
+            "FEDSILO_AUDIT_DIR": str(self.state_dir / "audit"),
+            "FEDSILO_STATE_DIR": str(self.state_dir / "clients"),
+            "FEDSILO_SITE": site,
+            "FEDSILO_SITE_CONFIG": str(site_config),
+        }
+        if self.trust is not None:
+            env["FEDSILO_ENROLLMENT_TOKEN"] = self.api().add_site(site)["token"]
         process = spawn(
             f"client-{site}",
             "fedsilo_services.client",
-            {
-                **self.client_env(),
-                "FEDSILO_AUDIT_DIR": str(self.state_dir / "audit"),
-                "FEDSILO_STATE_DIR": str(self.state_dir / "clients"),
-                "FEDSILO_SITE": site,
-                "FEDSILO_SITE_CONFIG": str(site_config),
-                **extra_env,
-            },
+            {**env, **extra_env},
             self.state_dir / "run",
         )
         self.processes.append(process)
@@ -81,63 +121,88 @@ def start_control_plane(
     aggregators: int = 2,
     shard_parameters: int | None = None,
     extra_env: dict[str, str] | None = None,
+    insecure: bool = False,
 ) -> LocalControlPlane:
-    """Start modelstore, registry and keymanager, then the scheduler, then aggregators."""
+    """Start keymanager, then modelstore and registry, then the scheduler, then aggregators."""
     state_dir = state_dir.resolve()
     run_dir = state_dir / "run"
-    plane = LocalControlPlane(state_dir)
+    trust = None if insecure else bootstrap_local_trust(state_dir)
+    plane = LocalControlPlane(state_dir, trust)
     common = {"FEDSILO_AUDIT_DIR": str(state_dir / "audit"), **(extra_env or {})}
+    if insecure:
+        common["FEDSILO_INSECURE"] = "true"
+
+    def env(service: str, **settings: str) -> dict[str, str]:
+        identity = {} if trust is None else trust.service(service).env()
+        return {**common, **identity, **settings}
+
+    def start(name: str, module: str, settings: dict[str, str]) -> ServiceProcess:
+        process = spawn(name, module, settings, run_dir)
+        plane.processes.append(process)
+        return process
+
     try:
+        keymanager = start(
+            "keymanager",
+            "fedsilo_services.keymanager",
+            env(
+                "keymanager",
+                FEDSILO_KEYMANAGER_DB=str(state_dir / "keymanager.db"),
+                FEDSILO_CA_DIR=str(state_dir / "keymanager" / "ca"),
+                FEDSILO_KEYMANAGER_STATE=str(state_dir / "keymanager"),
+            ),
+        )
+        keymanager.wait_ready(START_TIMEOUT_S)
         first = [
-            spawn(
+            start(
                 "modelstore",
                 "fedsilo_services.modelstore",
-                {**common, "FEDSILO_STORAGE_PATH": str(state_dir / "objects")},
-                run_dir,
+                env(
+                    "modelstore",
+                    FEDSILO_STORAGE_PATH=str(state_dir / "objects"),
+                    FEDSILO_KEYMANAGER_ADDRESS=keymanager.grpc_address,
+                ),
             ),
-            spawn(
+            start(
                 "registry",
                 "fedsilo_services.registry",
-                {**common, "FEDSILO_REGISTRY_DB": str(state_dir / "registry.db")},
-                run_dir,
-            ),
-            spawn(
-                "keymanager",
-                "fedsilo_services.keymanager",
-                {**common, "FEDSILO_KEYMANAGER_DB": str(state_dir / "keymanager.db")},
-                run_dir,
+                env(
+                    "registry",
+                    FEDSILO_REGISTRY_DB=str(state_dir / "registry.db"),
+                    FEDSILO_KEYMANAGER_ADDRESS=keymanager.grpc_address,
+                ),
             ),
         ]
-        plane.processes.extend(first)
         for process in first:
             process.wait_ready(START_TIMEOUT_S)
-        scheduler_env = {
-            **common,
+        scheduler_settings = {
             "FEDSILO_SCHEDULER_DB": str(state_dir / "scheduler.db"),
             "FEDSILO_REGISTRY_ADDRESS": plane.service("registry").grpc_address,
             "FEDSILO_MODELSTORE_ADDRESS": plane.service("modelstore").grpc_address,
+            "FEDSILO_KEYMANAGER_ADDRESS": keymanager.grpc_address,
             "FEDSILO_HTTP_PORT": "0",
         }
+        if trust is not None:
+            scheduler_settings["FEDSILO_OPERATOR_TOKEN_FILE"] = str(trust.operator_token_file)
         if shard_parameters is not None:
-            scheduler_env["FEDSILO_SHARD_PARAMETERS"] = str(shard_parameters)
-        scheduler = spawn("scheduler", "fedsilo_services.scheduler", scheduler_env, run_dir)
-        plane.processes.append(scheduler)
+            scheduler_settings["FEDSILO_SHARD_PARAMETERS"] = str(shard_parameters)
+        scheduler = start(
+            "scheduler", "fedsilo_services.scheduler", env("scheduler", **scheduler_settings)
+        )
         scheduler.wait_ready(START_TIMEOUT_S)
         workers = [
-            spawn(
+            start(
                 f"aggregator-{index}",
                 "fedsilo_services.aggregator",
-                {
-                    **common,
-                    "FEDSILO_SCHEDULER_ADDRESS": scheduler.grpc_address,
-                    "FEDSILO_MODELSTORE_ADDRESS": plane.service("modelstore").grpc_address,
-                    "FEDSILO_WORKER_ID": f"aggregator-{index}",
-                },
-                run_dir,
+                env(
+                    "aggregator",
+                    FEDSILO_SCHEDULER_ADDRESS=scheduler.grpc_address,
+                    FEDSILO_MODELSTORE_ADDRESS=plane.service("modelstore").grpc_address,
+                    FEDSILO_WORKER_ID=f"aggregator-{index}",
+                ),
             )
             for index in range(aggregators)
         ]
-        plane.processes.extend(workers)
         for worker in workers:
             worker.wait_ready(START_TIMEOUT_S)
     except BaseException:

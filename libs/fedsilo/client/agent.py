@@ -10,6 +10,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypedDict
@@ -70,6 +71,29 @@ class ControlPlane:
     models: ModelStoreClient
 
 
+def describe_site(
+    config: SiteConfig, load: Callable[[str], TabularData]
+) -> registry_pb2.Capabilities:
+    """What a site tells the registry: sizes of its datasets, never their contents."""
+    datasets = []
+    for name in sorted(config.datasets):
+        data = load(name)
+        datasets.append(
+            registry_pb2.DatasetInfo(
+                name=name,
+                num_train=data.num_train,
+                num_test=data.num_test,
+                num_features=data.num_features,
+            )
+        )
+    return registry_pb2.Capabilities(
+        cores=os.cpu_count() or 1,
+        gpu=torch.cuda.is_available(),
+        datasets=datasets,
+        agent_version=__version__,
+    )
+
+
 class ClientAgent:
     def __init__(
         self,
@@ -100,23 +124,7 @@ class ClientAgent:
         return self._data[name]
 
     def capabilities(self) -> registry_pb2.Capabilities:
-        datasets = []
-        for name in sorted(self._config.datasets):
-            data = self.dataset(name)
-            datasets.append(
-                registry_pb2.DatasetInfo(
-                    name=name,
-                    num_train=data.num_train,
-                    num_test=data.num_test,
-                    num_features=data.num_features,
-                )
-            )
-        return registry_pb2.Capabilities(
-            cores=os.cpu_count() or 1,
-            gpu=torch.cuda.is_available(),
-            datasets=datasets,
-            agent_version=__version__,
-        )
+        return describe_site(self._config, self.dataset)
 
     def _global_vector(self, digest: str) -> np.ndarray:
         if digest not in self._models:

@@ -66,17 +66,31 @@ class RegistryStore:
         self._timeout = liveness_timeout_s
         self._clock = clock
 
-    def enroll(self, site: str, capabilities: registry_pb2.Capabilities) -> str:
-        client_id = f"{site}-{secrets.token_hex(4)}"
+    @staticmethod
+    def new_client_id(site: str) -> str:
+        return f"{site}-{secrets.token_hex(4)}"
+
+    def enroll(
+        self, site: str, capabilities: registry_pb2.Capabilities, client_id: str | None = None
+    ) -> str:
+        """Make `client_id` (a new one when None) the site's active agent; an agent that comes
+        back with its certificate keeps its id."""
+        client_id = client_id or self.new_client_id(site)
         now = self._clock()
         with self._db.transaction() as tx:
             tx.execute("UPDATE clients SET superseded = 1 WHERE site = ?", (site,))
             tx.execute(
                 "INSERT INTO clients (client_id, site, capabilities, enrolled_at, last_seen)"
-                " VALUES (?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (client_id) DO UPDATE SET"
+                " superseded = 0, capabilities = excluded.capabilities,"
+                " last_seen = excluded.last_seen",
                 (client_id, site, capabilities.SerializeToString(), now, now),
             )
         return client_id
+
+    def site_of(self, client_id: str) -> str | None:
+        rows = self._db.query("SELECT site FROM clients WHERE client_id = ?", (client_id,))
+        return str(rows[0]["site"]) if rows else None
 
     def heartbeat(self, client_id: str, capabilities: registry_pb2.Capabilities | None) -> None:
         now = self._clock()

@@ -6,6 +6,8 @@ import json
 
 import grpc
 
+from fedsilo.rpc.tls import TlsConfig
+
 # Large tensors go through chunked streams, so messages stay small; 64 MiB is a safety limit.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CHUNK_BYTES = 1024 * 1024
@@ -37,11 +39,14 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
 ]
 
 
-def connect(address: str) -> grpc.Channel:
-    """A channel to host:port (transport security arrives with the keymanager's CA)."""
+def connect(address: str, tls: TlsConfig | None) -> grpc.Channel:
+    """A channel to host:port: mutual TLS with this party's certificate, or plaintext when
+    TLS was explicitly switched off."""
     if not address or ":" not in address:
         raise ValueError(f"expected a host:port address, got {address!r}")
-    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    if tls is None:
+        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(address, tls.channel_credentials(), options=CHANNEL_OPTIONS)
 
 
 def wait_ready(channel: grpc.Channel, timeout_s: float, what: str) -> None:

@@ -22,6 +22,7 @@ from prometheus_client import start_http_server
 
 from fedsilo.rpc.channels import CHANNEL_OPTIONS
 from fedsilo.rpc.interceptors import MetricsInterceptor
+from fedsilo.rpc.tls import TlsConfig
 from fedsilo.settings import ServiceSettings
 
 log = logging.getLogger("fedsilo.rpc")
@@ -45,7 +46,9 @@ class RunningService:
     health: health.HealthServicer
     grpc_port: int
     metrics_port: int
+    health_port: int
     http_port: int | None = None
+    extra_ports: dict[str, int] = field(default_factory=dict)
     stopped: threading.Event = field(default_factory=threading.Event)
     _before_drain: list[Callable[[], None]] = field(default_factory=list)
     _after_drain: list[Callable[[], None]] = field(default_factory=list)
@@ -78,7 +81,9 @@ class RunningService:
             "pid": os.getpid(),
             "grpc_port": self.grpc_port,
             "metrics_port": self.metrics_port,
+            "health_port": self.health_port,
             "http_port": self.http_port,
+            **self.extra_ports,
         }
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(payload))
@@ -97,8 +102,17 @@ class RunningService:
         self.stopped.set()
 
 
-def start_service(name: str, settings: ServiceSettings, register: Registrar) -> RunningService:
-    """Start gRPC (with health) and the metrics endpoint; returns once both listen."""
+def start_service(
+    name: str,
+    settings: ServiceSettings,
+    register: Registrar,
+    *,
+    tls: TlsConfig | None,
+    extra_ports: dict[str, tuple[int, grpc.ServerCredentials]] | None = None,
+) -> RunningService:
+    """Start gRPC (mutual TLS unless `tls` is None), a plaintext health port for probes and
+    the metrics endpoint; returns once all listen. `extra_ports` adds named listeners with
+    other credentials (the registry's enrollment port)."""
     metrics_server, _ = start_http_server(settings.metrics_port, addr=settings.metrics_host)
     metrics_port = int(metrics_server.server_port)
 
@@ -110,13 +124,29 @@ def start_service(name: str, settings: ServiceSettings, register: Registrar) -> 
     service_names = list(register(server))
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    grpc_port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    grpc_port = (
+        server.add_secure_port(address, tls.server_credentials())
+        if tls is not None
+        else server.add_insecure_port(address)
+    )
     if grpc_port == 0:
-        raise OSError(f"{name}: cannot bind gRPC on {settings.grpc_host}:{settings.grpc_port}")
+        raise OSError(f"{name}: cannot bind gRPC on {address}")
+    bound_extra = {}
+    for port_name, (port, credentials) in (extra_ports or {}).items():
+        bound_extra[port_name] = server.add_secure_port(f"{settings.grpc_host}:{port}", credentials)
+    # Kubelet's gRPC probes speak plaintext: health alone gets its own port.
+    health_server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+    health_port = health_server.add_insecure_port(f"{settings.metrics_host}:{settings.health_port}")
     server.start()
+    health_server.start()
     for service_name in ["", *service_names]:
         health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
-    running = RunningService(name, server, health_servicer, grpc_port, metrics_port)
+    running = RunningService(
+        name, server, health_servicer, grpc_port, metrics_port, health_port, extra_ports=bound_extra
+    )
+    running.add_stop_hook(lambda: health_server.stop(0))
     # Recorded in the service log, so a truncated audit file is caught by comparing heads.
     log.info(
         "%s audit log %s, head %s",
@@ -126,8 +156,11 @@ def start_service(name: str, settings: ServiceSettings, register: Registrar) -> 
     )
     running.add_stop_hook(metrics_server.shutdown)
     log.info(
-        "%s serving gRPC on %s:%d, metrics on :%d",
+        "%s serving gRPC (%s) on %s:%d, metrics on :%d",
         name,
+        "mutual TLS" if tls is not None
+        else "plaintext, health checks only" if not service_names
+        else "PLAINTEXT, no identities",
         settings.grpc_host,
         grpc_port,
         metrics_port,

@@ -46,6 +46,26 @@ class KeyManagerStub:
                 request_serializer=fedsilo_dot_v1_dot_keymanager__pb2.ListRoundKeysRequest.SerializeToString,
                 response_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.ListRoundKeysResponse.FromString,
                 _registered_method=True)
+        self.CreateEnrollmentToken = channel.unary_unary(
+                '/fedsilo.v1.KeyManager/CreateEnrollmentToken',
+                request_serializer=fedsilo_dot_v1_dot_keymanager__pb2.CreateEnrollmentTokenRequest.SerializeToString,
+                response_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.CreateEnrollmentTokenResponse.FromString,
+                _registered_method=True)
+        self.IssueClientCertificate = channel.unary_unary(
+                '/fedsilo.v1.KeyManager/IssueClientCertificate',
+                request_serializer=fedsilo_dot_v1_dot_keymanager__pb2.IssueClientCertificateRequest.SerializeToString,
+                response_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.IssueClientCertificateResponse.FromString,
+                _registered_method=True)
+        self.RevokeClient = channel.unary_unary(
+                '/fedsilo.v1.KeyManager/RevokeClient',
+                request_serializer=fedsilo_dot_v1_dot_keymanager__pb2.RevokeClientRequest.SerializeToString,
+                response_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.RevokeClientResponse.FromString,
+                _registered_method=True)
+        self.ListRevoked = channel.unary_unary(
+                '/fedsilo.v1.KeyManager/ListRevoked',
+                request_serializer=fedsilo_dot_v1_dot_keymanager__pb2.ListRevokedRequest.SerializeToString,
+                response_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.ListRevokedResponse.FromString,
+                _registered_method=True)
 
 
 class KeyManagerServicer:
@@ -67,6 +87,33 @@ class KeyManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateEnrollmentToken(self, request, context):
+        """The platform CA. Only the scheduler (for the operator) creates enrollment tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueClientCertificate(self, request, context):
+        """Only the registry asks, on behalf of an enrolling client; the token is used up.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeClient(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRevoked(self, request, context):
+        """Serials of revoked certificates; services refuse them on every call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyManagerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +126,26 @@ def add_KeyManagerServicer_to_server(servicer, server):
                     servicer.ListRoundKeys,
                     request_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.ListRoundKeysRequest.FromString,
                     response_serializer=fedsilo_dot_v1_dot_keymanager__pb2.ListRoundKeysResponse.SerializeToString,
+            ),
+            'CreateEnrollmentToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEnrollmentToken,
+                    request_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.CreateEnrollmentTokenRequest.FromString,
+                    response_serializer=fedsilo_dot_v1_dot_keymanager__pb2.CreateEnrollmentTokenResponse.SerializeToString,
+            ),
+            'IssueClientCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueClientCertificate,
+                    request_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.IssueClientCertificateRequest.FromString,
+                    response_serializer=fedsilo_dot_v1_dot_keymanager__pb2.IssueClientCertificateResponse.SerializeToString,
+            ),
+            'RevokeClient': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeClient,
+                    request_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.RevokeClientRequest.FromString,
+                    response_serializer=fedsilo_dot_v1_dot_keymanager__pb2.RevokeClientResponse.SerializeToString,
+            ),
+            'ListRevoked': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevoked,
+                    request_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.ListRevokedRequest.FromString,
+                    response_serializer=fedsilo_dot_v1_dot_keymanager__pb2.ListRevokedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +204,114 @@ class KeyManager:
             '/fedsilo.v1.KeyManager/ListRoundKeys',
             fedsilo_dot_v1_dot_keymanager__pb2.ListRoundKeysRequest.SerializeToString,
             fedsilo_dot_v1_dot_keymanager__pb2.ListRoundKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateEnrollmentToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsilo.v1.KeyManager/CreateEnrollmentToken',
+            fedsilo_dot_v1_dot_keymanager__pb2.CreateEnrollmentTokenRequest.SerializeToString,
+            fedsilo_dot_v1_dot_keymanager__pb2.CreateEnrollmentTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueClientCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsilo.v1.KeyManager/IssueClientCertificate',
+            fedsilo_dot_v1_dot_keymanager__pb2.IssueClientCertificateRequest.SerializeToString,
+            fedsilo_dot_v1_dot_keymanager__pb2.IssueClientCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeClient(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsilo.v1.KeyManager/RevokeClient',
+            fedsilo_dot_v1_dot_keymanager__pb2.RevokeClientRequest.SerializeToString,
+            fedsilo_dot_v1_dot_keymanager__pb2.RevokeClientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevoked(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsilo.v1.KeyManager/ListRevoked',
+            fedsilo_dot_v1_dot_keymanager__pb2.ListRevokedRequest.SerializeToString,
+            fedsilo_dot_v1_dot_keymanager__pb2.ListRevokedResponse.FromString,
             options,
             channel_credentials,
             insecure,

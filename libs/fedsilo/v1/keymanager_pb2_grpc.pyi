@@ -39,6 +39,13 @@ class KeyManagerStub:
     """A client advertises its public key for one round of one job (once; a different key is refused)."""
     ListRoundKeys: _grpc.UnaryUnaryMultiCallable[_keymanager_pb2.ListRoundKeysRequest, _keymanager_pb2.ListRoundKeysResponse]
     """Every key advertised for a round, ordered by client id."""
+    CreateEnrollmentToken: _grpc.UnaryUnaryMultiCallable[_keymanager_pb2.CreateEnrollmentTokenRequest, _keymanager_pb2.CreateEnrollmentTokenResponse]
+    """The platform CA. Only the scheduler (for the operator) creates enrollment tokens."""
+    IssueClientCertificate: _grpc.UnaryUnaryMultiCallable[_keymanager_pb2.IssueClientCertificateRequest, _keymanager_pb2.IssueClientCertificateResponse]
+    """Only the registry asks, on behalf of an enrolling client; the token is used up."""
+    RevokeClient: _grpc.UnaryUnaryMultiCallable[_keymanager_pb2.RevokeClientRequest, _keymanager_pb2.RevokeClientResponse]
+    ListRevoked: _grpc.UnaryUnaryMultiCallable[_keymanager_pb2.ListRevokedRequest, _keymanager_pb2.ListRevokedResponse]
+    """Serials of revoked certificates; services refuse them on every call."""
 
 @_typing.type_check_only
 class KeyManagerAsyncStub(KeyManagerStub):
@@ -51,6 +58,13 @@ class KeyManagerAsyncStub(KeyManagerStub):
     """A client advertises its public key for one round of one job (once; a different key is refused)."""
     ListRoundKeys: _aio.UnaryUnaryMultiCallable[_keymanager_pb2.ListRoundKeysRequest, _keymanager_pb2.ListRoundKeysResponse]  # type: ignore[assignment]
     """Every key advertised for a round, ordered by client id."""
+    CreateEnrollmentToken: _aio.UnaryUnaryMultiCallable[_keymanager_pb2.CreateEnrollmentTokenRequest, _keymanager_pb2.CreateEnrollmentTokenResponse]  # type: ignore[assignment]
+    """The platform CA. Only the scheduler (for the operator) creates enrollment tokens."""
+    IssueClientCertificate: _aio.UnaryUnaryMultiCallable[_keymanager_pb2.IssueClientCertificateRequest, _keymanager_pb2.IssueClientCertificateResponse]  # type: ignore[assignment]
+    """Only the registry asks, on behalf of an enrolling client; the token is used up."""
+    RevokeClient: _aio.UnaryUnaryMultiCallable[_keymanager_pb2.RevokeClientRequest, _keymanager_pb2.RevokeClientResponse]  # type: ignore[assignment]
+    ListRevoked: _aio.UnaryUnaryMultiCallable[_keymanager_pb2.ListRevokedRequest, _keymanager_pb2.ListRevokedResponse]  # type: ignore[assignment]
+    """Serials of revoked certificates; services refuse them on every call."""
 
 class KeyManagerServicer(metaclass=_abc_1.ABCMeta):
     """Key management. Here: the directory of per-round public keys that secure aggregation's
@@ -72,5 +86,36 @@ class KeyManagerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_keymanager_pb2.ListRoundKeysResponse, _abc.Awaitable[_keymanager_pb2.ListRoundKeysResponse]]:
         """Every key advertised for a round, ordered by client id."""
+
+    @_abc_1.abstractmethod
+    def CreateEnrollmentToken(
+        self,
+        request: _keymanager_pb2.CreateEnrollmentTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keymanager_pb2.CreateEnrollmentTokenResponse, _abc.Awaitable[_keymanager_pb2.CreateEnrollmentTokenResponse]]:
+        """The platform CA. Only the scheduler (for the operator) creates enrollment tokens."""
+
+    @_abc_1.abstractmethod
+    def IssueClientCertificate(
+        self,
+        request: _keymanager_pb2.IssueClientCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keymanager_pb2.IssueClientCertificateResponse, _abc.Awaitable[_keymanager_pb2.IssueClientCertificateResponse]]:
+        """Only the registry asks, on behalf of an enrolling client; the token is used up."""
+
+    @_abc_1.abstractmethod
+    def RevokeClient(
+        self,
+        request: _keymanager_pb2.RevokeClientRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keymanager_pb2.RevokeClientResponse, _abc.Awaitable[_keymanager_pb2.RevokeClientResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListRevoked(
+        self,
+        request: _keymanager_pb2.ListRevokedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keymanager_pb2.ListRevokedResponse, _abc.Awaitable[_keymanager_pb2.ListRevokedResponse]]:
+        """Serials of revoked certificates; services refuse them on every call."""
 
 def add_KeyManagerServicer_to_server(servicer: KeyManagerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -81,7 +81,12 @@ class EnrollRequest(_message.Message):
 
     SITE_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
+    ENROLLMENT_TOKEN_FIELD_NUMBER: _builtins.int
+    CSR_PEM_FIELD_NUMBER: _builtins.int
     site: _builtins.str
+    enrollment_token: _builtins.str
+    csr_pem: _builtins.bytes
+    """PEM certificate signing request for the client's own key."""
     @_builtins.property
     def capabilities(self) -> Global___Capabilities: ...
     def __init__(
@@ -89,10 +94,12 @@ class EnrollRequest(_message.Message):
         *,
         site: _builtins.str = ...,
         capabilities: Global___Capabilities | None = ...,
+        enrollment_token: _builtins.str = ...,
+        csr_pem: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "site", b"site"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "csr_pem", b"csr_pem", "enrollment_token", b"enrollment_token", "site", b"site"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -104,17 +111,23 @@ class EnrollResponse(_message.Message):
 
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
+    CA_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     heartbeat_interval_s: _builtins.float
+    certificate_pem: _builtins.bytes
+    ca_certificate_pem: _builtins.bytes
     def __init__(
         self,
         *,
         client_id: _builtins.str = ...,
         heartbeat_interval_s: _builtins.float = ...,
+        certificate_pem: _builtins.bytes = ...,
+        ca_certificate_pem: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "heartbeat_interval_s", b"heartbeat_interval_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_certificate_pem", b"ca_certificate_pem", "certificate_pem", b"certificate_pem", "client_id", b"client_id", "heartbeat_interval_s", b"heartbeat_interval_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

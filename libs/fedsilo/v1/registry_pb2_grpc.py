@@ -62,7 +62,9 @@ class RegistryServicer:
     """
 
     def Enroll(self, request, context):
-        """A client agent announces itself for its site and receives its client id.
+        """A client agent joins for its site. First time: on the enrollment port, with the site's
+        one-time token and a CSR; it receives its client id and certificate. Afterwards, on the
+        mutual-TLS port, its certificate alone identifies it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -34,7 +34,10 @@ class RegistryStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> RegistryAsyncStub: ...
     Enroll: _grpc.UnaryUnaryMultiCallable[_registry_pb2.EnrollRequest, _registry_pb2.EnrollResponse]
-    """A client agent announces itself for its site and receives its client id."""
+    """A client agent joins for its site. First time: on the enrollment port, with the site's
+    one-time token and a CSR; it receives its client id and certificate. Afterwards, on the
+    mutual-TLS port, its certificate alone identifies it.
+    """
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_registry_pb2.HeartbeatRequest, _registry_pb2.HeartbeatResponse]
     """Liveness; also refreshes the capabilities (dataset sizes may change)."""
     ListClients: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListClientsRequest, _registry_pb2.ListClientsResponse]
@@ -46,7 +49,10 @@ class RegistryAsyncStub(RegistryStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Enroll: _aio.UnaryUnaryMultiCallable[_registry_pb2.EnrollRequest, _registry_pb2.EnrollResponse]  # type: ignore[assignment]
-    """A client agent announces itself for its site and receives its client id."""
+    """A client agent joins for its site. First time: on the enrollment port, with the site's
+    one-time token and a CSR; it receives its client id and certificate. Afterwards, on the
+    mutual-TLS port, its certificate alone identifies it.
+    """
     Heartbeat: _aio.UnaryUnaryMultiCallable[_registry_pb2.HeartbeatRequest, _registry_pb2.HeartbeatResponse]  # type: ignore[assignment]
     """Liveness; also refreshes the capabilities (dataset sizes may change)."""
     ListClients: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListClientsRequest, _registry_pb2.ListClientsResponse]  # type: ignore[assignment]
@@ -61,7 +67,10 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.EnrollRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.EnrollResponse, _abc.Awaitable[_registry_pb2.EnrollResponse]]:
-        """A client agent announces itself for its site and receives its client id."""
+        """A client agent joins for its site. First time: on the enrollment port, with the site's
+        one-time token and a CSR; it receives its client id and certificate. Afterwards, on the
+        mutual-TLS port, its certificate alone identifies it.
+        """
 
     @_abc_1.abstractmethod
     def Heartbeat(

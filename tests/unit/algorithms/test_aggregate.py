@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedsilo.algorithms import normalized_weights, weighted_average, weighted_sum_into
 
 

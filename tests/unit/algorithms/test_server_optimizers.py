@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedsilo.algorithms import server_optimizer
 from fedsilo.algorithms.registry import (
     FedAdagradParams,

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+
 from fedsilo.data import held_out_count, stratified_split
 
 

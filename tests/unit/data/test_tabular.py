@@ -4,6 +4,8 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from pydantic import ValidationError
+
 from fedsilo.data import (
     DatasetError,
     LabelRule,
@@ -13,7 +15,6 @@ from fedsilo.data import (
     TabularDatasetSpec,
     load_tabular,
 )
-from pydantic import ValidationError
 
 COLUMNS = ["age", "cp", "noise", "chol", "num"]
 

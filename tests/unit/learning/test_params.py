@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from fedsilo.jobs import ModelSpec
 from fedsilo.learning import (
     TensorEntry,

@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from fedsilo.data import TabularData
 from fedsilo.jobs import ModelSpec
 from fedsilo.learning import (
@@ -10,7 +12,6 @@ from fedsilo.learning import (
     train_centralized,
     train_local,
 )
-from torch import nn
 
 
 def separable(num: int, seed: int = 0, num_features: int = 4) -> TabularData:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
 from fedsilo.pki import (
     CertificateAuthority,
     EnrollmentTokens,
@@ -19,7 +21,6 @@ from fedsilo.pki import (
     key_pem,
     make_csr,
 )
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 DAY = dt.timedelta(days=1)
 

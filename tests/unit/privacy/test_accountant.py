@@ -6,6 +6,7 @@ import math
 import dp_accounting
 import pytest
 from dp_accounting.rdp import RdpAccountant
+
 from fedsilo.privacy import PrivacyAccountant, epsilon_after, noise_for_target_epsilon
 
 DELTA = 1e-5

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedsilo.privacy import (
     DifferentialPrivacy,
     add_gaussian_noise,

@@ -3,9 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from fedsilo.jobs import describe_validation_error
 from fedsilo.privacy import DifferentialPrivacy, epsilon_after
-from pydantic import ValidationError
 
 
 def problems(**fields: Any) -> str:

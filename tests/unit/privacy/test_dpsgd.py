@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from fedsilo.data import TabularData
 from fedsilo.jobs import ModelSpec
 from fedsilo.learning import build_model, evaluate, flatten, load_flat, manifest

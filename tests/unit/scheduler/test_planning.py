@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fedsilo.scheduler.planning import plan_shards, select_clients
 
 

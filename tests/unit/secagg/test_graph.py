@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from fedsilo.secagg import neighbours, recommended_degree, recommended_threshold, share_holders
 
 IDS = [f"site-{i:02d}" for i in range(12)]

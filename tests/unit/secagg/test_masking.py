@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
+
 from fedsilo.secagg import (
     ClientKeys,
     DanglingPair,
@@ -26,7 +28,6 @@ from fedsilo.secagg import (
     share_secret,
     unmask_sum,
 )
-from numpy.typing import NDArray
 
 JOB = "job-42"
 ROUND = 3

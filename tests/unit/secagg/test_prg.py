@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
 from fedsilo.secagg import SEED_BYTES, expand_mask
 from fedsilo.secagg.prg import MAX_COORDINATES
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedsilo.secagg import RingSpec, dequantize_sum, quantization_step, quantize
 
 SPEC = RingSpec(clip=1.0, num_clients=5)

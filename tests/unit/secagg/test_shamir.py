@@ -4,6 +4,7 @@ import itertools
 import os
 
 import pytest
+
 from fedsilo.secagg import Share, combine_shares, share_secret
 
 SECRET = os.urandom(32)

@@ -4,6 +4,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+
 from fedsilo.storage import BlobRef, BlobStore, CorruptBlob, LocalDirectoryStore
 
 from .store_contract import BlobStoreContract

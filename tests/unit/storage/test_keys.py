@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from fedsilo.storage import LocalDirectoryStore, S3Store, StorageSettings, open_store, validate_key
 from fedsilo.storage.base import validate_prefix
-from pydantic import ValidationError
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from fedsilo.storage import LocalDirectoryStore, ObjectNotFound, StorageError
 
 from .store_contract import ObjectStoreContract
