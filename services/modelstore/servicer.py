@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from typing import NoReturn
 
 import grpc
 
 from fedsilo.audit import AuditLog
 from fedsilo.modelstore.catalog import LineageConflict, ModelCatalog, ModelNotFound
 from fedsilo.modelstore.scan import ElementScanner
+from fedsilo.pki import Identity
 from fedsilo.rpc.auth import Authorizer
 from fedsilo.rpc.channels import CHUNK_BYTES
 from fedsilo.rpc.errors import (
@@ -19,6 +21,7 @@ from fedsilo.rpc.errors import (
     failed_precondition,
     invalid_argument,
     not_found,
+    permission_denied,
     translate_errors,
 )
 from fedsilo.storage import BlobStore, CorruptBlob, DocumentStore, ObjectNotFound
@@ -66,7 +69,7 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
     def UploadBlob(
         self, request_iterator: Iterator[modelstore_pb2.UploadChunk], context: grpc.ServicerContext
     ) -> modelstore_pb2.UploadBlobResponse:
-        self._authorize_stream(context)
+        uploader = self._authorize_stream(context)
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
             abort(context, invalid_argument("the first upload chunk must carry the header"))
@@ -91,12 +94,17 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
             scanner.finish()
         except (ValueError, CorruptBlob) as error:
             abort(context, invalid_argument(f"upload refused: {error}"))
+        key = self._info_key(ref.digest)
+        # Identical bytes from two parties are one blob with two owners.
+        owners = set(self._docs.get(key).get("owners", [])) if self._docs.exists(key) else set()
+        owners.add(str(uploader) if uploader is not None else "anonymous")
         self._docs.put(
-            self._info_key(ref.digest),
+            key,
             {
                 "dtype": dtype,
                 "num_elements": scanner.num_elements,
                 "num_nonfinite": scanner.num_nonfinite,
+                "owners": sorted(owners),
             },
         )
         BLOB_BYTES.labels("in").inc(ref.size)
@@ -105,7 +113,18 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
     def DownloadBlob(
         self, request: modelstore_pb2.DownloadBlobRequest, context: grpc.ServicerContext
     ) -> Iterator[modelstore_pb2.DownloadChunk]:
-        self._authorize_stream(context)
+        caller = self._authorize_stream(context)
+        if (
+            caller is not None
+            and caller.kind == "client"
+            and not self._readable_by(str(caller), request.digest)
+        ):
+            self._refuse(
+                context,
+                permission_denied(
+                    f"{caller} may download only its own uploads and published global models"
+                ),
+            )
         try:
             size = self._blobs.stat(request.digest).size
         except (ObjectNotFound, ValueError):
@@ -130,19 +149,31 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
         except CorruptBlob as error:
             abort(context, RpcRejection(grpc.StatusCode.DATA_LOSS, str(error)))
 
-    def _authorize_stream(self, context: grpc.ServicerContext) -> None:
+    def _authorize_stream(self, context: grpc.ServicerContext) -> Identity | None:
         """Streaming calls check the caller themselves (the decorator wraps unary calls)."""
         try:
-            self._auth.require_identity(context)
+            return self._auth.require_identity(context)
         except RpcRejection as rejection:
-            if self.audit is not None:
-                self.audit.append(
-                    "request_rejected",
-                    code=rejection.code.name,
-                    reason=rejection.message,
-                    peer=context.peer(),
-                )
-            abort(context, rejection)
+            self._refuse(context, rejection)
+
+    def _refuse(self, context: grpc.ServicerContext, rejection: RpcRejection) -> NoReturn:
+        log.warning("rejected: %s %s", rejection.code.name, rejection.message)
+        if self.audit is not None:
+            self.audit.append(
+                "request_rejected",
+                code=rejection.code.name,
+                reason=rejection.message,
+                peer=context.peer(),
+            )
+        abort(context, rejection)
+
+    def _readable_by(self, client: str, digest: str) -> bool:
+        """A site may read what it uploaded and the global models, never another site's
+        update: those are for the aggregators alone."""
+        if self._docs.exists(f"published/{digest[:2]}/{digest}.json"):
+            return True
+        key = self._info_key(digest)
+        return self._docs.exists(key) and client in self._docs.get(key).get("owners", [])
 
     @translate_errors(log)
     def StatBlob(
@@ -194,6 +225,10 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
             record.created_at = time.time()
         try:
             stored = self._catalog.put(record)
+            self._docs.put(
+                f"published/{record.version[:2]}/{record.version}.json",
+                {"job_id": record.job_id, "round": record.round},
+            )
         except LineageConflict as error:
             raise failed_precondition(str(error)) from None
         except ValueError as error:

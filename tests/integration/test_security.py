@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 import ssl
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from fedsilo.client.enrollment import EnrollmentError, IdentityFiles, client_tls, enroll_with_token
+from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.pki import CertificateAuthority, Identity, generate_key, key_pem, make_csr
 from fedsilo.rpc.channels import connect
 from fedsilo.rpc.tls import TlsConfig
@@ -193,3 +195,26 @@ def test_the_operator_api_needs_the_operator_token(federation: Federation) -> No
     assert httpx.get(f"{federation.plane.api_url}/healthz", verify=verify).status_code == 200
     with pytest.raises(httpx.ConnectError):
         httpx.get(url)  # the platform CA is not a public root: no silent trust
+
+
+def test_a_site_cannot_read_another_sites_update(federation: Federation, tmp_path: Path) -> None:
+    status = federation.run_job(small_job({"name": "fedavg"}, rounds=1))
+    assert status["state"] == "completed", status["error"]
+    db = sqlite3.connect(f"file:{federation.plane.state_dir / 'scheduler.db'}?mode=ro", uri=True)
+    (hospital_update,) = db.execute(
+        "SELECT digest FROM updates WHERE job_id = ? AND round = 1 LIMIT 1", (status["job_id"],)
+    ).fetchone()
+    _enroll(federation, tmp_path, "clinic-h")
+    assert federation.plane.trust is not None
+    tls = client_tls(
+        IdentityFiles(tmp_path / "clinic-h"), federation.plane.trust.ca_cert.read_bytes()
+    )
+    models = ModelStoreClient(connect(federation.plane.service("modelstore").grpc_address, tls))
+    own = models.upload(b"\x00" * 56, dtype="float32").ref.digest
+    assert models.download(own) == b"\x00" * 56
+    assert len(models.download(status["model_version"])) == 56  # the global model is shared
+    assert _code(lambda: models.download(hospital_update)) == grpc.StatusCode.PERMISSION_DENIED
+    assert any(
+        e["event"] == "request_rejected" and "own uploads" in str(e["details"])
+        for e in _audit(federation, "modelstore")
+    )
