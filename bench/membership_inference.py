@@ -32,7 +32,7 @@ One federation (control plane and four hospital clients as processes) runs every
 the machine, the settings and a table (test accuracy, train accuracy, attack AUC and advantage,
 mean ± sd over seeds) and writes bench/results/membership_inference.json.
 
-    .venv/bin/python bench/membership_inference.py               # 3 seeds, about 8 minutes
+    .venv/bin/python bench/membership_inference.py               # 3 seeds, about 6 minutes
     .venv/bin/python bench/membership_inference.py --seeds 5 --local-steps 100
 """
 
@@ -54,6 +54,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from machine import machine
+from numpy.typing import NDArray
+from torch.nn import functional
+
 from fedsilo.cli.api import OperatorApi
 from fedsilo.cli.demo import find_data_dir, start_heart_federation
 from fedsilo.data import TabularData, load_tabular
@@ -62,9 +66,6 @@ from fedsilo.jobs import JobSpec, ModelSpec
 from fedsilo.learning import build_model, manifest_from_json, state_dict_from_flat
 from fedsilo.policy import site_privacy
 from fedsilo.privacy import DifferentialPrivacy
-from machine import machine
-from numpy.typing import NDArray
-from torch.nn import functional
 
 RESULTS = Path(__file__).parent / "results"
 MODEL = ModelSpec(name="mlp", hidden=[64, 64])
@@ -73,6 +74,8 @@ LEARNING_RATE = 0.05
 SAMPLE_CLIP = 1.0
 # A clip no update reaches and no noise: the calibration job records update norms unchanged.
 UNREACHABLE_CLIP = 1e6
+# A DP-SGD job takes about a minute here; ten is a stall, not a slow machine.
+JOB_DEADLINE_S = 600.0
 
 Scores = NDArray[np.float64]
 
@@ -209,9 +212,18 @@ def make_spec(
     )
 
 
-def run_job(api: OperatorApi, spec: JobSpec) -> dict[str, Any]:
+def run_job(api: OperatorApi, spec: JobSpec, logs: Path) -> dict[str, Any]:
+    """Submit the job and wait for it; a job still running after JOB_DEADLINE_S is cancelled
+    (a site that keeps failing would otherwise stall the benchmark round after round)."""
     job_id = api.submit_job(json.loads(spec.to_json()))["job_id"]
+    deadline = time.monotonic() + JOB_DEADLINE_S
     while (status := api.job(job_id))["state"] == "running":
+        if time.monotonic() > deadline:
+            api.cancel(job_id)
+            raise RuntimeError(
+                f"job {job_id} still running after {JOB_DEADLINE_S:.0f}s, cancelled; "
+                f"the service logs are in {logs} (kept with --state-dir)"
+            )
         time.sleep(0.2)
     if status["state"] != "completed":
         raise RuntimeError(f"job {job_id} ({spec.privacy}): {status['state']} {status['error']}")
@@ -262,11 +274,14 @@ def measure(
             f"{result['test_accuracy']:.4f}, the hospitals reported "
             f"{reported['mean_test_accuracy']:.4f}"
         )
+    # No ε is recorded without DP, nor for round 0, whose model has seen no data.
     epsilon = reported["epsilon"]
+    if epsilon is None:
+        epsilon = 0.0 if reported["round"] == 0 else math.inf
     return {
         "job_id": status["job_id"],
         "round": reported["round"],
-        "epsilon": math.inf if epsilon is None else epsilon,
+        "epsilon": epsilon,
         **result,
     }
 
@@ -289,6 +304,12 @@ def main() -> int:
         help="client-level DP clip norm (default: the median update norm of a calibration job)",
     )
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--state-dir",
+        default=None,
+        help="keep the services' state and logs here (emptied first; default: a temporary "
+        "folder, removed at the end)",
+    )
     args = parser.parse_args()
     # The RDP accountant warns, through absl, about orders it cannot evaluate and skips them.
     logging.getLogger("absl").setLevel(logging.ERROR)
@@ -319,15 +340,17 @@ def main() -> int:
     multipliers: dict[str, dict[str, float]] = {}
     client_clip: float | None = args.client_clip
     calibration: dict[str, Any] | None = None
-    with tempfile.TemporaryDirectory() as state:
-        plane = start_heart_federation(Path(state), data_dir)
-        api = OperatorApi(plane.api_url)
+    with tempfile.TemporaryDirectory() as scratch:
+        state = Path(args.state_dir) if args.state_dir else Path(scratch)
+        plane = start_heart_federation(state, data_dir)
+        api = plane.api()
+        logs = plane.state_dir / "run"
         try:
             if client_clip is None:
                 probe = DifferentialPrivacy(
                     mode="client", clip_norm=UNREACHABLE_CLIP, noise_multiplier=0.0
                 )
-                status = run_job(api, make_spec(0, args.rounds, args.local_steps, probe))
+                status = run_job(api, make_spec(0, args.rounds, args.local_steps, probe), logs)
                 median = median_update_norm(plane.state_dir / "scheduler.db", status["job_id"])
                 client_clip = float(f"{median:.2g}")
                 calibration = {"job_id": status["job_id"], "median_update_norm": median}
@@ -352,7 +375,7 @@ def main() -> int:
                         seed, args.rounds, args.local_steps, setting.privacy(client_clip)
                     )
                     job_started = time.perf_counter()
-                    status = run_job(api, spec)
+                    status = run_job(api, spec, logs)
                     seconds = time.perf_counter() - job_started
                     measured = [(setting, -1)]
                     if setting.mode is None:
@@ -360,11 +383,12 @@ def main() -> int:
                     for row, round_ in measured:
                         result = measure(api, status, round_, num_features, sites)
                         runs[row.key].append({"seed": seed, "seconds": seconds, **result})
+                        job = "" if row is UNTRAINED else f"  ({seconds:.0f}s job)"
                         print(
                             f"  seed {seed} {row.key:<20} test acc {result['test_accuracy']:.3f}  "
                             f"train acc {result['train_accuracy']:.3f}  AUC {result['auc']:.3f}  "
                             f"adv {result['advantage']:.3f}  ε {format_epsilon(result['epsilon'])}"
-                            f"  ({seconds:.0f}s job)",
+                            + job,
                             flush=True,
                         )
         finally:
