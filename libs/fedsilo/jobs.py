@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedsilo.algorithms.registry import AlgorithmParams, FedAvgParams
+from fedsilo.paillier import PackingSpec
 from fedsilo.privacy import DifferentialPrivacy
 
 
@@ -37,6 +38,25 @@ class ModelSpec(BaseModel):
         return self
 
 
+class PaillierSettings(BaseModel):
+    """Packed Paillier: quantized, weighted updates packed many per plaintext (BatchCrypt)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key_bits: int = Field(2048, ge=512, le=4096, description="Paillier modulus size")
+    clip: float = Field(0.5, gt=0, description="per-coordinate bound of a weighted update")
+    value_bits: int = Field(16, ge=4, le=32, description="quantization bits per value")
+    max_clients: int = Field(64, ge=2, description="headroom: most uploads ever summed")
+
+    def packing(self) -> PackingSpec:
+        return PackingSpec(
+            key_bits=self.key_bits,
+            num_clients=self.max_clients,
+            clip=self.clip,
+            value_bits=self.value_bits,
+        )
+
+
 class JobSpec(BaseModel):
     """One federated training job."""
 
@@ -60,6 +80,25 @@ class JobSpec(BaseModel):
     privacy: DifferentialPrivacy | None = Field(
         None, description="client-level (clip + noise per round) or sample-level (DP-SGD) DP"
     )
+    protection: Literal["none", "paillier"] = Field(
+        "none", description="paillier: the control plane sees only ciphertexts of updates"
+    )
+    paillier: PaillierSettings = Field(default_factory=PaillierSettings)
+
+    @model_validator(mode="after")
+    def _protection_fits(self) -> JobSpec:
+        if self.protection == "paillier":
+            if self.privacy is not None and self.privacy.mode == "client":
+                raise ValueError(
+                    "privacy.mode 'client' adds noise at the aggregator, which sees only "
+                    "ciphertexts under 'paillier': use privacy.mode 'sample' (DP-SGD)"
+                )
+            if (self.clients_per_round or 0) > self.paillier.max_clients:
+                raise ValueError(
+                    f"clients_per_round ({self.clients_per_round}) exceeds "
+                    f"paillier.max_clients ({self.paillier.max_clients}): sums would overflow"
+                )
+        return self
 
     @model_validator(mode="after")
     def _quorum_reachable(self) -> JobSpec:

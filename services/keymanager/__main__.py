@@ -10,8 +10,11 @@ from pydantic import Field
 
 from fedsilo.keymanager.certificates import ClientCertificates
 from fedsilo.keymanager.directory import KeyDirectory
+from fedsilo.keymanager.jobkeys import JobKeys
+from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.pki import CertificateAuthority
 from fedsilo.rpc.auth import Authorizer
+from fedsilo.rpc.channels import connect
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
 from fedsilo.settings import ServiceSettings
 from fedsilo.v1 import keymanager_pb2_grpc
@@ -23,6 +26,7 @@ class KeyManagerSettings(ServiceSettings):
     ca_dir: Path = Field(Path(".fedsilo/keymanager/ca"), description="CA key (0600) and cert")
     keymanager_state: Path = Field(Path(".fedsilo/keymanager"), description="tokens, issued")
     client_cert_days: float = Field(30.0, gt=0, description="validity of client certificates")
+    modelstore_address: str | None = Field(None, description="for Paillier: reads uploads")
 
 
 def main() -> None:
@@ -35,11 +39,18 @@ def main() -> None:
         settings.keymanager_state,
         dt.timedelta(days=settings.client_cert_days),
     )
+    models = (
+        ModelStoreClient(connect(settings.modelstore_address, tls))
+        if settings.modelstore_address
+        else None
+    )
     servicer = KeyManagerServicer(
         directory,
         certificates,
         Authorizer(tls is not None, certificates.revoked_serials),
         settings.audit_log("keymanager"),
+        JobKeys(settings.keymanager_state / "job-keys"),
+        models,
     )
 
     def register(server: grpc.Server) -> list[str]:

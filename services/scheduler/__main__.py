@@ -15,15 +15,18 @@ import grpc
 import uvicorn
 from pydantic import Field
 
+from fedsilo.jobs import JobSpec
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.rpc.auth import Authorizer, RevocationCache
 from fedsilo.rpc.channels import connect
+from fedsilo.rpc.errors import RpcRejection
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
 from fedsilo.scheduler.engine import Scheduler, SchedulerConfig
 from fedsilo.scheduler.store import SchedulerStore
 from fedsilo.settings import ServiceSettings
 from fedsilo.v1 import (
     aggregator_pb2_grpc,
+    keymanager_pb2,
     keymanager_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
@@ -60,6 +63,75 @@ class RegistryDirectory:
         )
         return {client.client_id: client.site for client in response.clients}
 
+    def examples(self, dataset: str) -> dict[str, int]:
+        response = self._stub.ListClients(
+            registry_pb2.ListClientsRequest(alive_only=True, dataset=dataset), timeout=10
+        )
+        return {
+            client.client_id: sum(
+                d.num_train for d in client.capabilities.datasets if d.name == dataset
+            )
+            for client in response.clients
+        }
+
+
+class KeyManagerKeys:
+    """The scheduler's use of the keymanager's Paillier side."""
+
+    def __init__(self, stub: keymanager_pb2_grpc.KeyManagerStub) -> None:
+        self._stub = stub
+
+    def create_job_key(self, job_id: str, spec: JobSpec) -> bytes:
+        settings = spec.paillier
+        try:
+            key = self._stub.CreateJobKey(
+                keymanager_pb2.CreateJobKeyRequest(
+                    job_id=job_id,
+                    min_clients=spec.min_clients,
+                    packing=keymanager_pb2.PackingParameters(
+                        key_bits=settings.key_bits,
+                        max_clients=settings.max_clients,
+                        clip=settings.clip,
+                        value_bits=settings.value_bits,
+                    ),
+                ),
+                timeout=120,
+            )
+        except grpc.RpcError as error:
+            raise RpcRejection(error.code(), f"keymanager: {error.details()}") from None
+        return bytes(key.public_key)
+
+    def upload_problem(self, job_id: str, digest: str) -> str | None:
+        response = self._stub.CheckUpload(
+            keymanager_pb2.CheckUploadRequest(job_id=job_id, digest=digest), timeout=60
+        )
+        return None if response.valid else str(response.reason)
+
+    def decrypt_aggregate(
+        self,
+        job_id: str,
+        round_: int,
+        aggregate: str,
+        uploads: list[tuple[str, str]],
+        num_values: int,
+    ) -> str:
+        try:
+            response = self._stub.DecryptAggregate(
+                keymanager_pb2.DecryptAggregateRequest(
+                    job_id=job_id,
+                    round=round_,
+                    aggregate_digest=aggregate,
+                    num_values=num_values,
+                    uploads=[
+                        keymanager_pb2.EncryptedUpload(client_id=c, digest=d) for c, d in uploads
+                    ],
+                ),
+                timeout=600,
+            )
+        except grpc.RpcError as error:
+            raise RpcRejection(error.code(), f"keymanager: {error.details()}") from None
+        return str(response.sum_digest)
+
 
 def main() -> None:
     settings = SchedulerSettings()
@@ -81,6 +153,7 @@ def main() -> None:
         RegistryDirectory(registry),
         models,
         SchedulerConfig(shard_parameters=settings.shard_parameters, lease_s=settings.lease_s),
+        keys=KeyManagerKeys(keymanager),
     )
 
     def register(server: grpc.Server) -> list[str]:

@@ -21,8 +21,11 @@ import pytest
 from fedsilo.cli.api import OperatorApi
 from fedsilo.cli.demo import start_heart_federation
 from fedsilo.cli.up import LocalControlPlane
+from fedsilo.client.enrollment import IdentityFiles, client_tls, enroll_with_token
 from fedsilo.federations import heart_disease
+from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.rpc.channels import connect
+from fedsilo.v1 import registry_pb2, registry_pb2_grpc, scheduler_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 HEART_DATA = (REPO / ".." / "shared" / "data" / "fed_heart_disease").resolve()
@@ -69,6 +72,37 @@ class Federation:
                 return status
             time.sleep(0.2)
         raise TimeoutError(f"job {job_id} still running after {timeout_s}s: {status}")
+
+
+@dataclass
+class Site:
+    """A party that enrolled with a token, as a real site does, and holds its certificate."""
+
+    client_id: str
+    registry: registry_pb2_grpc.RegistryStub
+    scheduler: scheduler_pb2_grpc.SchedulerStub
+    models: ModelStoreClient
+
+
+def enroll_site(federation: Federation, folder: Path, site: str, dataset: str) -> Site:
+    plane = federation.plane
+    assert plane.trust is not None
+    files = IdentityFiles(folder / site)
+    ca = plane.trust.ca_cert.read_bytes()
+    capabilities = registry_pb2.Capabilities(
+        datasets=[registry_pb2.DatasetInfo(name=dataset, num_train=10, num_test=5, num_features=13)]
+    )
+    token = federation.api.add_site(site)["token"]
+    client_id = enroll_with_token(
+        files, site, token, ca, plane.endpoints()["registry_enroll"], capabilities
+    )
+    tls = client_tls(files, ca)
+    return Site(
+        client_id,
+        registry_pb2_grpc.RegistryStub(connect(plane.service("registry").grpc_address, tls)),
+        scheduler_pb2_grpc.SchedulerStub(connect(plane.service("scheduler").grpc_address, tls)),
+        ModelStoreClient(connect(plane.service("modelstore").grpc_address, tls)),
+    )
 
 
 def start_federation(state_dir: Path, data_dir: Path, **plane_options: Any) -> Federation:

@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -20,15 +19,13 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedsilo.algorithms.registry import FedAdamParams, server_optimizer
-from fedsilo.client.enrollment import IdentityFiles, client_tls, enroll_with_token
 from fedsilo.federations import heart_disease
 from fedsilo.jobs import ModelSpec
 from fedsilo.learning import build_model
 from fedsilo.modelstore.client import ModelStoreClient
-from fedsilo.rpc.channels import connect
-from fedsilo.v1 import registry_pb2, registry_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
+from fedsilo.v1 import registry_pb2, scheduler_pb2
 
-from .conftest import Federation, small_job
+from .conftest import Federation, Site, enroll_site, small_job
 
 pytestmark = pytest.mark.slow
 
@@ -119,37 +116,6 @@ def test_sharded_aggregation_across_replicas_equals_fedadam_on_whole_vectors(
             if line.startswith("fedsilo_aggregation_shards_total")
         )
     assert shards >= 2 * 4  # two rounds of four shards
-
-
-@dataclass
-class Site:
-    """A party that enrolled with a token, as a real site does, and holds its certificate."""
-
-    client_id: str
-    registry: registry_pb2_grpc.RegistryStub
-    scheduler: scheduler_pb2_grpc.SchedulerStub
-    models: ModelStoreClient
-
-
-def enroll_site(federation: Federation, folder: Path, site: str, dataset: str) -> Site:
-    plane = federation.plane
-    assert plane.trust is not None
-    files = IdentityFiles(folder / site)
-    ca = plane.trust.ca_cert.read_bytes()
-    capabilities = registry_pb2.Capabilities(
-        datasets=[registry_pb2.DatasetInfo(name=dataset, num_train=10, num_test=5, num_features=13)]
-    )
-    token = federation.api.add_site(site)["token"]
-    client_id = enroll_with_token(
-        files, site, token, ca, plane.endpoints()["registry_enroll"], capabilities
-    )
-    tls = client_tls(files, ca)
-    return Site(
-        client_id,
-        registry_pb2_grpc.RegistryStub(connect(plane.service("registry").grpc_address, tls)),
-        scheduler_pb2_grpc.SchedulerStub(connect(plane.service("scheduler").grpc_address, tls)),
-        ModelStoreClient(connect(plane.service("modelstore").grpc_address, tls)),
-    )
 
 
 def test_bad_updates_are_rejected_with_the_right_status_and_the_round_goes_on(

@@ -15,7 +15,7 @@ class Blobs:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
 
-    def put(self, payload: bytes) -> str:
+    def put(self, payload: bytes, dtype: str = "float32") -> str:
         digest = hashlib.sha256(payload).hexdigest()
         self.data[digest] = payload
         return digest

@@ -19,6 +19,7 @@ import numpy as np
 from fedsilo.algorithms.aggregate import Vector, normalized_weights
 from fedsilo.algorithms.registry import parse_algorithm, server_optimizer
 from fedsilo.modelstore.client import ModelStoreClient
+from fedsilo.paillier import ciphertext_bytes, multiply_range, public_key_from_bytes
 from fedsilo.privacy import DifferentialPrivacy, add_gaussian_noise, noise_std_per_client
 from fedsilo.telemetry import AGGREGATED_BYTES, SHARD_SECONDS, SHARDS_COMPLETED
 from fedsilo.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
@@ -26,7 +27,7 @@ from fedsilo.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 log = logging.getLogger("fedsilo.aggregator")
 
 ReadRange = Callable[[str, int, int], bytes]
-WriteBlob = Callable[[bytes], str]
+WriteBlob = Callable[[bytes, str], str]  # (data, dtype) -> digest
 
 
 class ShardInputError(ValueError):
@@ -59,6 +60,8 @@ def combine_shard(shard: aggregator_pb2.Shard, read: ReadRange, write: WriteBlob
     inputs = sorted(shard.inputs, key=lambda item: item.client_id)  # deterministic sum order
     if not inputs:
         raise ShardInputError(f"shard {shard.shard_id} has no inputs")
+    if shard.protection == "paillier":
+        return _multiply_ciphertexts(shard, inputs, read, write)
     privacy = (
         DifferentialPrivacy.model_validate_json(shard.privacy_json) if shard.privacy_json else None
     )
@@ -79,6 +82,8 @@ def combine_shard(shard: aggregator_pb2.Shard, read: ReadRange, write: WriteBlob
         ) / len(inputs)
         # Fresh OS entropy per shard: the noise must be unpredictable, shards independent.
         delta = add_gaussian_noise(delta, std, np.random.default_rng())
+    if shard.input_scale and shard.input_scale != 1.0:
+        delta *= np.float32(shard.input_scale)
     base = _read_vector(read, shard.base_digest, begin, end, "global model")
     optimizer = server_optimizer(parse_algorithm(json.loads(shard.algorithm_json)))
     if shard.server_state:
@@ -90,11 +95,37 @@ def combine_shard(shard: aggregator_pb2.Shard, read: ReadRange, write: WriteBlob
         state = optimizer.initial_state(end - begin)
     new_weights, new_state = optimizer.step(base, delta, state)
     return ShardResult(
-        weights=write(new_weights.astype("<f4").tobytes()),
+        weights=write(new_weights.astype("<f4").tobytes(), "float32"),
         server_state={
-            name: write(value.astype("<f4").tobytes()) for name, value in new_state.items()
+            name: write(value.astype("<f4").tobytes(), "float32")
+            for name, value in new_state.items()
         },
         input_bytes=(len(inputs) + 1 + len(state)) * (end - begin) * 4,
+    )
+
+
+def _multiply_ciphertexts(
+    shard: aggregator_pb2.Shard,
+    inputs: list[aggregator_pb2.ShardInput],
+    read: ReadRange,
+    write: WriteBlob,
+) -> ShardResult:
+    """Paillier: [begin, end) are ciphertext indices; their product over the uploads encrypts
+    the sum of the plaintexts. The aggregator never sees a plaintext."""
+    public_key = public_key_from_bytes(shard.public_key)
+    width = ciphertext_bytes(public_key)
+    count = shard.end - shard.begin
+    uploads = []
+    for item in inputs:
+        data = read(item.digest, shard.begin * width, count * width)
+        if len(data) != count * width:
+            raise ShardInputError(
+                f"upload of {item.client_id} is short for ciphertexts [{shard.begin}, {shard.end})"
+            )
+        uploads.append(data)
+    product = multiply_range(uploads, public_key, shard.begin, shard.end)
+    return ShardResult(
+        weights=write(product, "bytes"), server_state={}, input_bytes=len(inputs) * count * width
     )
 
 
@@ -114,8 +145,8 @@ class AggregatorWorker:
     def _read(self, digest: str, offset: int, length: int) -> bytes:
         return self._models.download(digest, offset, length)
 
-    def _write(self, data: bytes) -> str:
-        return self._models.upload(data, dtype="float32").ref.digest
+    def _write(self, data: bytes, dtype: str) -> str:
+        return self._models.upload(data, dtype=dtype).ref.digest
 
     def run_once(self) -> bool:
         """Lease and combine one shard; False when none was waiting."""

@@ -9,6 +9,7 @@ with it and from then on presents its own certificate.
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,12 @@ from fedsilo.pki.bootstrap import LocalTrust, bootstrap_local_trust
 from fedsilo.rpc.tls import TlsConfig
 
 START_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -141,40 +148,42 @@ def start_control_plane(
         plane.processes.append(process)
         return process
 
+    # The keymanager reads encrypted uploads from the model store, and the model store asks
+    # the keymanager for revocations: the keymanager's port is fixed before either starts.
+    keymanager_address = f"127.0.0.1:{free_port()}"
     try:
+        modelstore = start(
+            "modelstore",
+            "fedsilo_services.modelstore",
+            env(
+                "modelstore",
+                FEDSILO_STORAGE_PATH=str(state_dir / "objects"),
+                FEDSILO_KEYMANAGER_ADDRESS=keymanager_address,
+            ),
+        )
+        modelstore.wait_ready(START_TIMEOUT_S)
         keymanager = start(
             "keymanager",
             "fedsilo_services.keymanager",
             env(
                 "keymanager",
+                FEDSILO_GRPC_PORT=keymanager_address.rsplit(":", 1)[1],
                 FEDSILO_KEYMANAGER_DB=str(state_dir / "keymanager.db"),
                 FEDSILO_CA_DIR=str(state_dir / "keymanager" / "ca"),
                 FEDSILO_KEYMANAGER_STATE=str(state_dir / "keymanager"),
+                FEDSILO_MODELSTORE_ADDRESS=modelstore.grpc_address,
             ),
         )
         keymanager.wait_ready(START_TIMEOUT_S)
-        first = [
-            start(
-                "modelstore",
-                "fedsilo_services.modelstore",
-                env(
-                    "modelstore",
-                    FEDSILO_STORAGE_PATH=str(state_dir / "objects"),
-                    FEDSILO_KEYMANAGER_ADDRESS=keymanager.grpc_address,
-                ),
-            ),
-            start(
+        start(
+            "registry",
+            "fedsilo_services.registry",
+            env(
                 "registry",
-                "fedsilo_services.registry",
-                env(
-                    "registry",
-                    FEDSILO_REGISTRY_DB=str(state_dir / "registry.db"),
-                    FEDSILO_KEYMANAGER_ADDRESS=keymanager.grpc_address,
-                ),
+                FEDSILO_REGISTRY_DB=str(state_dir / "registry.db"),
+                FEDSILO_KEYMANAGER_ADDRESS=keymanager.grpc_address,
             ),
-        ]
-        for process in first:
-            process.wait_ready(START_TIMEOUT_S)
+        ).wait_ready(START_TIMEOUT_S)
         scheduler_settings = {
             "FEDSILO_SCHEDULER_DB": str(state_dir / "scheduler.db"),
             "FEDSILO_REGISTRY_ADDRESS": plane.service("registry").grpc_address,

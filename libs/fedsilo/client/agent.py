@@ -22,9 +22,10 @@ import torch
 from fedsilo import __version__
 from fedsilo.algorithms.registry import proximal_mu
 from fedsilo.data import SiteConfig, TabularData, load_tabular
-from fedsilo.jobs import JobSpec
+from fedsilo.jobs import JobSpec, PaillierSettings
 from fedsilo.learning import build_model, evaluate, flatten, load_flat, manifest, train_local
 from fedsilo.modelstore.client import ModelStoreClient
+from fedsilo.paillier import encrypt_update, public_key_from_bytes
 from fedsilo.policy import policy_violation, site_privacy
 from fedsilo.privacy import DifferentialPrivacy, PrivacyAccountant, clip_update
 from fedsilo.telemetry import LOCAL_TRAIN_SECONDS, TASKS, UPDATE_BYTES
@@ -200,8 +201,21 @@ class ClientAgent:
     def _submit(
         self, task: scheduler_pb2.Task, vector: np.ndarray, num_examples: int, **fields: Any
     ) -> None:
-        """Upload a float32 vector (an update, or the initial model) and report it."""
-        info = self._plane.models.upload(vector.astype("<f4").tobytes(), dtype="float32")
+        """Upload a float32 vector (an update, or the initial model) and report it. Under
+        Paillier an update leaves the site only as ciphertexts, weighted by this site's share
+        of the selected clients' examples (the sum is then the weighted sum)."""
+        payload, dtype = vector.astype("<f4").tobytes(), "float32"
+        if task.protection == "paillier" and task.kind == scheduler_pb2.TASK_KIND_TRAIN:
+            packing = PaillierSettings.model_validate_json(task.packing_json).packing()
+            weighted = vector * (num_examples / task.total_examples)
+            payload = encrypt_update(
+                weighted,
+                packing,
+                public_key_from_bytes(task.public_key),
+                rng=np.random.default_rng(),
+            )
+            dtype = "bytes"
+        info = self._plane.models.upload(payload, dtype=dtype)
         UPDATE_BYTES.labels(self.site).inc(info.ref.size)
         self._plane.scheduler.SubmitUpdate(
             scheduler_pb2.SubmitUpdateRequest(

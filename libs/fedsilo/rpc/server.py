@@ -158,8 +158,10 @@ def start_service(
     log.info(
         "%s serving gRPC (%s) on %s:%d, metrics on :%d",
         name,
-        "mutual TLS" if tls is not None
-        else "plaintext, health checks only" if not service_names
+        "mutual TLS"
+        if tls is not None
+        else "plaintext, health checks only"
+        if not service_names
         else "PLAINTEXT, no identities",
         settings.grpc_host,
         grpc_port,

@@ -24,6 +24,7 @@ from google.protobuf import json_format
 
 from fedsilo.algorithms.registry import server_optimizer
 from fedsilo.jobs import JobSpec
+from fedsilo.paillier import ciphertext_bytes, public_key_from_bytes
 from fedsilo.privacy import PrivacyAccountant
 from fedsilo.rpc.errors import (
     RpcRejection,
@@ -63,6 +64,27 @@ class ClientDirectory(Protocol):
     """Who is alive and holds a dataset: client id -> site."""
 
     def alive_clients(self, dataset: str) -> dict[str, str]: ...
+
+    def examples(self, dataset: str) -> dict[str, int]:
+        """Training examples each live client declares for the dataset."""
+        ...
+
+
+class KeyService(Protocol):
+    """The keymanager's Paillier side, as the scheduler uses it."""
+
+    def create_job_key(self, job_id: str, spec: JobSpec) -> bytes: ...
+
+    def upload_problem(self, job_id: str, digest: str) -> str | None: ...
+
+    def decrypt_aggregate(
+        self,
+        job_id: str,
+        round_: int,
+        aggregate: str,
+        uploads: list[tuple[str, str]],
+        num_values: int,
+    ) -> str: ...
 
 
 class ArtifactStore(Protocol):
@@ -113,6 +135,10 @@ class RoundRuntime:
     shards: list[ShardState] = field(default_factory=list)
     waiting_logged: bool = False
     liveness_checked: float = 0.0
+    total_examples: float = 0.0  # of the selected clients (Paillier clients weight by it)
+    pass_kind: str = "plaintext"  # "ciphertexts" first under Paillier
+    sum_digest: str = ""  # the decrypted sum that the plaintext pass turns into a model
+    input_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -131,7 +157,9 @@ class Scheduler:
         artifacts: ArtifactStore,
         config: SchedulerConfig = SchedulerConfig(),
         clock: Callable[[], float] = time.time,
+        keys: KeyService | None = None,
     ) -> None:
+        self._keys = keys
         self._store = store
         self._clients = clients
         self._artifacts = artifacts
@@ -201,8 +229,15 @@ class Scheduler:
     def submit_job(self, spec: JobSpec) -> str:
         spec = resolve_privacy(spec)
         job_id = f"job-{secrets.token_hex(6)}"
+        public_key = b""
+        if spec.protection == "paillier":
+            if self._keys is None:
+                raise failed_precondition("this scheduler has no keymanager for 'paillier'")
+            public_key = self._keys.create_job_key(job_id, spec)
         with self._wake:
             self._store.create_job(job_id, spec.name, spec.to_json())
+            if public_key:
+                self._store.update_job(job_id, public_key=public_key.hex())
             self._runtime[job_id] = RoundRuntime(phase_started=self._clock())
             self._wake.notify_all()
         log.info(
@@ -307,9 +342,10 @@ class Scheduler:
             info = self._artifacts.stat(request.update.digest) if request.update.digest else None
         except RpcRejection:
             info = None
+        canary = self._encrypted_upload_problem(request, info)
         with self._wake:
             try:
-                task, job, _spec = self._validate_submission(request, info)
+                task, job, _spec = self._validate_submission(request, info, canary)
             except RpcRejection as rejection:
                 self._reject(request.job_id, request.round, request.client_id, rejection)
                 raise
@@ -341,8 +377,28 @@ class Scheduler:
             request.num_examples,
         )
 
-    def _validate_submission(
+    def _encrypted_upload_problem(
         self, request: scheduler_pb2.SubmitUpdateRequest, info: modelstore_pb2.BlobInfo | None
+    ) -> str | None:
+        """Under Paillier, ask the keymanager whether the upload's canary decrypts under the
+        job's key (a right-sized upload only; before taking the lock: it is a remote call)."""
+        job = self._store.job(request.job_id)
+        if (
+            job is None
+            or not job["public_key"]
+            or self._keys is None
+            or info is None
+            or request.round < 1
+            or info.ref.size != encrypted_update_bytes(job)
+        ):
+            return None
+        return self._keys.upload_problem(request.job_id, request.update.digest)
+
+    def _validate_submission(
+        self,
+        request: scheduler_pb2.SubmitUpdateRequest,
+        info: modelstore_pb2.BlobInfo | None,
+        canary_problem: str | None = None,
     ) -> tuple[TaskInfo, dict[str, Any], JobSpec]:
         job = self._store.job(request.job_id)
         if job is None:
@@ -383,6 +439,18 @@ class Scheduler:
                 f"update blob {request.update.digest[:12] or '(empty)'} is not in the model "
                 "store; upload it first"
             )
+        if job["public_key"] and task.kind == scheduler_pb2.TASK_KIND_TRAIN:
+            expected_bytes = encrypted_update_bytes(job)
+            if info.ref.size != expected_bytes:
+                raise invalid_argument(
+                    f"encrypted update has {info.ref.size} bytes; this job's key and model "
+                    f"need exactly {expected_bytes}"
+                )
+            if canary_problem is not None:
+                raise invalid_argument(f"encrypted update refused: {canary_problem}")
+            if request.num_examples <= 0:
+                raise invalid_argument(f"num_examples must be positive, got {request.num_examples}")
+            return task, job, JobSpec.from_json(job["spec_json"])
         if info.dtype != "float32":
             raise invalid_argument(f"update must be float32, the stored blob is {info.dtype}")
         if task.kind == scheduler_pb2.TASK_KIND_INITIALIZE:
@@ -519,7 +587,23 @@ class Scheduler:
         job = self._job_or_raise(job_id)
         spec = JobSpec.from_json(job["spec_json"])
         updates = self._store.updates(job_id, job["round"], job["attempt"])
+        runtime = self._runtime[job_id]
+        inputs = [
+            aggregator_pb2.ShardInput(
+                client_id=u.client_id, digest=u.digest, num_examples=u.num_examples
+            )
+            for u in updates
+        ]
+        if runtime.sum_digest:  # Paillier's second pass: the decrypted, weighted sum
+            inputs = [
+                aggregator_pb2.ShardInput(
+                    client_id="decrypted-sum", digest=runtime.sum_digest, num_examples=1
+                )
+            ]
         return aggregator_pb2.Shard(
+            protection="paillier" if runtime.pass_kind == "ciphertexts" else "",
+            public_key=bytes.fromhex(job["public_key"]) if job["public_key"] else b"",
+            input_scale=runtime.input_scale,
             shard_id=shard.shard_id,
             lease_id=shard.lease_id,
             job_id=job_id,
@@ -527,12 +611,7 @@ class Scheduler:
             begin=shard.begin,
             end=shard.end,
             base_digest=job["model_version"],
-            inputs=[
-                aggregator_pb2.ShardInput(
-                    client_id=u.client_id, digest=u.digest, num_examples=u.num_examples
-                )
-                for u in updates
-            ],
+            inputs=inputs,
             algorithm_json=spec.algorithm.model_dump_json(),
             server_state=json.loads(job["server_state"]),
             lease_expires_unix=shard.lease_expires,
@@ -619,7 +698,10 @@ class Scheduler:
                 self._close_training(job, spec, runtime)
         elif phase == Phase.AGGREGATING:
             if runtime.shards and all(shard.done for shard in runtime.shards):
-                self._finish_aggregation(job, spec, runtime)
+                if runtime.pass_kind == "ciphertexts":
+                    self._decrypt_and_replan(job, spec, runtime)
+                else:
+                    self._finish_aggregation(job, spec, runtime)
         elif phase == Phase.EVALUATING:
             self._drop_lost_clients(job, spec, runtime)
             if runtime.evaluated >= set(runtime.eval_expected.values()) or now > runtime.deadline:
@@ -660,6 +742,12 @@ class Scheduler:
             deadline_unix=deadline,
             manifest=manifest,
         )
+        if job["public_key"]:
+            spec = JobSpec.from_json(job["spec_json"])
+            task.protection = spec.protection
+            task.public_key = bytes.fromhex(job["public_key"])
+            task.packing_json = spec.paillier.model_dump_json()
+            task.total_examples = self._runtime[job["job_id"]].total_examples
         self._inbox.setdefault(client_id, deque()).append(task)
         self._wake.notify_all()
 
@@ -763,7 +851,15 @@ class Scheduler:
         runtime.selected = {client_id: alive[client_id] for client_id in chosen}
         runtime.finished = set()
         self._store.open_round(job["job_id"], job["round"], job["attempt"], job["model_version"])
-        self._store.update_round(job["job_id"], job["round"], selected=runtime.selected)
+        if spec.protection == "paillier":
+            examples = self._clients.examples(spec.dataset)
+            runtime.total_examples = float(sum(examples.get(c, 0) for c in chosen)) or 1.0
+        self._store.update_round(
+            job["job_id"],
+            job["round"],
+            selected=runtime.selected,
+            total_examples=runtime.total_examples,
+        )
         self._to_phase(job, Phase.TRAINING, runtime)
         runtime.deadline = self._clock() + spec.round_timeout_s
         for client_id, site in runtime.selected.items():
@@ -828,14 +924,51 @@ class Scheduler:
         runtime.selected, runtime.finished = {}, set()
 
     def _plan_aggregation(self, job: Mapping[str, Any], runtime: RoundRuntime) -> None:
+        """Shards over coordinates; under Paillier, first over ciphertexts (their products are
+        decrypted by the keymanager), then over the coordinates of the decrypted sum."""
         num_parameters = job_manifest(job).num_parameters
+        size, width, runtime.pass_kind = num_parameters, self._config.shard_parameters, "plaintext"
+        if job["public_key"] and not runtime.sum_digest:
+            packing = JobSpec.from_json(job["spec_json"]).paillier.packing()
+            size = packing.num_ciphertexts(num_parameters)
+            width = max(1, self._config.shard_parameters // packing.slots_per_plaintext)
+            runtime.pass_kind = "ciphertexts"
+            rows = {r["round"]: r for r in self._store.rounds(job["job_id"])}
+            runtime.total_examples = float(rows[job["round"]]["total_examples"]) or 1.0
         runtime.shards = [
-            ShardState(f"{job['job_id']}-r{job['round']}a{job['attempt']}-s{index}", begin, end)
-            for index, (begin, end) in enumerate(
-                plan_shards(num_parameters, self._config.shard_parameters)
+            ShardState(
+                f"{job['job_id']}-r{job['round']}a{job['attempt']}-{runtime.pass_kind}-s{index}",
+                begin,
+                end,
             )
+            for index, (begin, end) in enumerate(plan_shards(size, width))
         ]
         self._wake.notify_all()
+
+    def _decrypt_and_replan(
+        self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime
+    ) -> None:
+        """The products of all shards are the encrypted sum; the keymanager checks and
+        decrypts it, and the optimizer pass starts from the plaintext sum."""
+        assert self._keys is not None
+        aggregate = self._artifacts.compose([s.weights for s in runtime.shards], dtype="bytes")
+        updates = self._store.updates(job["job_id"], job["round"], job["attempt"])
+        try:
+            runtime.sum_digest = self._keys.decrypt_aggregate(
+                job["job_id"],
+                job["round"],
+                aggregate.digest,
+                [(u.client_id, u.digest) for u in updates],
+                job_manifest(job).num_parameters,
+            )
+        except RpcRejection as rejection:
+            runtime.shards = []
+            self._retry_round(job, spec, runtime, f"decryption refused: {rejection.message}")
+            return
+        # Clients weighted by n_k / (examples of all selected); dropouts change the total.
+        survivors = sum(u.num_examples for u in updates)
+        runtime.input_scale = runtime.total_examples / survivors
+        self._plan_aggregation(job, runtime)
 
     def _finish_aggregation(
         self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime
@@ -861,7 +994,7 @@ class Scheduler:
                 metrics=privacy,
             )
         )
-        runtime.shards = []
+        runtime.shards, runtime.sum_digest, runtime.input_scale = [], "", 1.0
         self._store.update_job(
             job["job_id"], model_version=record.version, server_state=json.dumps(state)
         )
@@ -960,6 +1093,14 @@ class Scheduler:
         if not runtime.waiting_logged:
             log.info("job %s round %d waiting: %s", job["job_id"], job["round"], why)
             runtime.waiting_logged = True
+
+
+def encrypted_update_bytes(job: Mapping[str, Any]) -> int:
+    """Size of a well-formed encrypted update: ciphertexts (canary included) x their width."""
+    spec = JobSpec.from_json(job["spec_json"])
+    public_key = public_key_from_bytes(bytes.fromhex(job["public_key"]))
+    count = spec.paillier.packing().num_ciphertexts(job_manifest(job).num_parameters)
+    return int(count * ciphertext_bytes(public_key))
 
 
 def resolve_privacy(spec: JobSpec) -> JobSpec:

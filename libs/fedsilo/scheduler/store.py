@@ -113,6 +113,8 @@ class SchedulerStore:
         # Databases written before the privacy accountant lack these columns.
         self._add_missing_column("jobs", "privacy", "TEXT NOT NULL DEFAULT '{}'")
         self._add_missing_column("rounds", "epsilon", "REAL")
+        self._add_missing_column("jobs", "public_key", "TEXT NOT NULL DEFAULT ''")
+        self._add_missing_column("rounds", "total_examples", "REAL NOT NULL DEFAULT 0")
 
     def _add_missing_column(self, table: str, column: str, ddl: str) -> None:
         columns = {row["name"] for row in self._db.query(f"PRAGMA table_info({table})")}

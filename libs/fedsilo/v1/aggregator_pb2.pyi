@@ -80,6 +80,9 @@ class Shard(_message.Message):
     SERVER_STATE_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRES_UNIX_FIELD_NUMBER: _builtins.int
     PRIVACY_JSON_FIELD_NUMBER: _builtins.int
+    PROTECTION_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    INPUT_SCALE_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     lease_id: _builtins.str
     job_id: _builtins.str
@@ -96,6 +99,11 @@ class Shard(_message.Message):
     """Client-level differential privacy as JSON (clip_norm, noise_multiplier, ...); empty when off.
     Then clients are weighted equally and the aggregator adds the Gaussian noise.
     """
+    protection: _builtins.str
+    """"paillier": [begin, end) are ciphertext indices; combine = product mod n^2 (no optimizer)."""
+    public_key: _builtins.bytes
+    input_scale: _builtins.float
+    """Multiplies the combined delta (decrypted sums carry weights relative to the selection)."""
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShardInput]: ...
     @_builtins.property
@@ -117,10 +125,13 @@ class Shard(_message.Message):
         server_state: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         lease_expires_unix: _builtins.float = ...,
         privacy_json: _builtins.str = ...,
+        protection: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+        input_scale: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm_json", b"algorithm_json", "base_digest", b"base_digest", "begin", b"begin", "end", b"end", "inputs", b"inputs", "job_id", b"job_id", "lease_expires_unix", b"lease_expires_unix", "lease_id", b"lease_id", "privacy_json", b"privacy_json", "round", b"round", "server_state", b"server_state", "shard_id", b"shard_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm_json", b"algorithm_json", "base_digest", b"base_digest", "begin", b"begin", "end", b"end", "input_scale", b"input_scale", "inputs", b"inputs", "job_id", b"job_id", "lease_expires_unix", b"lease_expires_unix", "lease_id", b"lease_id", "privacy_json", b"privacy_json", "protection", b"protection", "public_key", b"public_key", "round", b"round", "server_state", b"server_state", "shard_id", b"shard_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

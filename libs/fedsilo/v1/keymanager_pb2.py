@@ -24,39 +24,57 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x64silo/v1/keymanager.proto\x12\nfedsilo.v1\";\n\x1c\x43reateEnrollmentTokenRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\r\n\x05ttl_s\x18\x02 \x01(\x01\"B\n\x1d\x43reateEnrollmentTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\x01\"k\n\x1dIssueClientCertificateRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x18\n\x10\x65nrollment_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x03 \x01(\x0c\x12\x11\n\tclient_id\x18\x04 \x01(\t\"U\n\x1eIssueClientCertificateResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x02 \x01(\x0c\"8\n\x13RevokeClientRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"4\n\x14RevokeClientResponse\x12\x1c\n\x14\x63\x65rtificates_revoked\x18\x01 \x01(\x05\"\x14\n\x12ListRevokedRequest\"&\n\x13ListRevokedResponse\x12\x0f\n\x07serials\x18\x01 \x03(\t\"Z\n\x08RoundKey\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x14\n\x0cpublished_at\x18\x04 \x01(\x01\"Z\n\x16PublishRoundKeyRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12!\n\x03key\x18\x03 \x01(\x0b\x32\x14.fedsilo.v1.RoundKey\"0\n\x17PublishRoundKeyResponse\x12\x15\n\rkeys_in_round\x18\x01 \x01(\x05\"5\n\x14ListRoundKeysRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\";\n\x15ListRoundKeysResponse\x12\"\n\x04keys\x18\x01 \x03(\x0b\x32\x14.fedsilo.v1.RoundKey2\xc0\x04\n\nKeyManager\x12Z\n\x0fPublishRoundKey\x12\".fedsilo.v1.PublishRoundKeyRequest\x1a#.fedsilo.v1.PublishRoundKeyResponse\x12T\n\rListRoundKeys\x12 .fedsilo.v1.ListRoundKeysRequest\x1a!.fedsilo.v1.ListRoundKeysResponse\x12l\n\x15\x43reateEnrollmentToken\x12(.fedsilo.v1.CreateEnrollmentTokenRequest\x1a).fedsilo.v1.CreateEnrollmentTokenResponse\x12o\n\x16IssueClientCertificate\x12).fedsilo.v1.IssueClientCertificateRequest\x1a*.fedsilo.v1.IssueClientCertificateResponse\x12Q\n\x0cRevokeClient\x12\x1f.fedsilo.v1.RevokeClientRequest\x1a .fedsilo.v1.RevokeClientResponse\x12N\n\x0bListRevoked\x12\x1e.fedsilo.v1.ListRevokedRequest\x1a\x1f.fedsilo.v1.ListRevokedResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x64silo/v1/keymanager.proto\x12\nfedsilo.v1\"\\\n\x11PackingParameters\x12\x10\n\x08key_bits\x18\x01 \x01(\x05\x12\x13\n\x0bmax_clients\x18\x02 \x01(\x05\x12\x0c\n\x04\x63lip\x18\x03 \x01(\x01\x12\x12\n\nvalue_bits\x18\x04 \x01(\x05\"j\n\x13\x43reateJobKeyRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12.\n\x07packing\x18\x02 \x01(\x0b\x32\x1d.fedsilo.v1.PackingParameters\x12\x13\n\x0bmin_clients\x18\x03 \x01(\x05\"q\n\x06JobKey\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12.\n\x07packing\x18\x03 \x01(\x0b\x32\x1d.fedsilo.v1.PackingParameters\x12\x13\n\x0bmin_clients\x18\x04 \x01(\x05\"\"\n\x10GetJobKeyRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"4\n\x12\x43heckUploadRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"4\n\x13\x43heckUploadResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"4\n\x0f\x45ncryptedUpload\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"\x94\x01\n\x17\x44\x65\x63ryptAggregateRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x18\n\x10\x61ggregate_digest\x18\x03 \x01(\t\x12,\n\x07uploads\x18\x04 \x03(\x0b\x32\x1b.fedsilo.v1.EncryptedUpload\x12\x12\n\nnum_values\x18\x05 \x01(\x03\".\n\x18\x44\x65\x63ryptAggregateResponse\x12\x12\n\nsum_digest\x18\x01 \x01(\t\";\n\x1c\x43reateEnrollmentTokenRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\r\n\x05ttl_s\x18\x02 \x01(\x01\"B\n\x1d\x43reateEnrollmentTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\x01\"k\n\x1dIssueClientCertificateRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x18\n\x10\x65nrollment_token\x18\x02 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x03 \x01(\x0c\x12\x11\n\tclient_id\x18\x04 \x01(\t\"U\n\x1eIssueClientCertificateResponse\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x01 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x02 \x01(\x0c\"8\n\x13RevokeClientRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"4\n\x14RevokeClientResponse\x12\x1c\n\x14\x63\x65rtificates_revoked\x18\x01 \x01(\x05\"\x14\n\x12ListRevokedRequest\"&\n\x13ListRevokedResponse\x12\x0f\n\x07serials\x18\x01 \x03(\t\"Z\n\x08RoundKey\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x11\n\talgorithm\x18\x03 \x01(\t\x12\x14\n\x0cpublished_at\x18\x04 \x01(\x01\"Z\n\x16PublishRoundKeyRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12!\n\x03key\x18\x03 \x01(\x0b\x32\x14.fedsilo.v1.RoundKey\"0\n\x17PublishRoundKeyResponse\x12\x15\n\rkeys_in_round\x18\x01 \x01(\x05\"5\n\x14ListRoundKeysRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\";\n\x15ListRoundKeysResponse\x12\"\n\x04keys\x18\x01 \x03(\x0b\x32\x14.fedsilo.v1.RoundKey2\xf3\x06\n\nKeyManager\x12Z\n\x0fPublishRoundKey\x12\".fedsilo.v1.PublishRoundKeyRequest\x1a#.fedsilo.v1.PublishRoundKeyResponse\x12T\n\rListRoundKeys\x12 .fedsilo.v1.ListRoundKeysRequest\x1a!.fedsilo.v1.ListRoundKeysResponse\x12l\n\x15\x43reateEnrollmentToken\x12(.fedsilo.v1.CreateEnrollmentTokenRequest\x1a).fedsilo.v1.CreateEnrollmentTokenResponse\x12o\n\x16IssueClientCertificate\x12).fedsilo.v1.IssueClientCertificateRequest\x1a*.fedsilo.v1.IssueClientCertificateResponse\x12Q\n\x0cRevokeClient\x12\x1f.fedsilo.v1.RevokeClientRequest\x1a .fedsilo.v1.RevokeClientResponse\x12N\n\x0bListRevoked\x12\x1e.fedsilo.v1.ListRevokedRequest\x1a\x1f.fedsilo.v1.ListRevokedResponse\x12\x43\n\x0c\x43reateJobKey\x12\x1f.fedsilo.v1.CreateJobKeyRequest\x1a\x12.fedsilo.v1.JobKey\x12=\n\tGetJobKey\x12\x1c.fedsilo.v1.GetJobKeyRequest\x1a\x12.fedsilo.v1.JobKey\x12N\n\x0b\x43heckUpload\x12\x1e.fedsilo.v1.CheckUploadRequest\x1a\x1f.fedsilo.v1.CheckUploadResponse\x12]\n\x10\x44\x65\x63ryptAggregate\x12#.fedsilo.v1.DecryptAggregateRequest\x1a$.fedsilo.v1.DecryptAggregateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedsilo.v1.keymanager_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEENROLLMENTTOKENREQUEST']._serialized_start=43
-  _globals['_CREATEENROLLMENTTOKENREQUEST']._serialized_end=102
-  _globals['_CREATEENROLLMENTTOKENRESPONSE']._serialized_start=104
-  _globals['_CREATEENROLLMENTTOKENRESPONSE']._serialized_end=170
-  _globals['_ISSUECLIENTCERTIFICATEREQUEST']._serialized_start=172
-  _globals['_ISSUECLIENTCERTIFICATEREQUEST']._serialized_end=279
-  _globals['_ISSUECLIENTCERTIFICATERESPONSE']._serialized_start=281
-  _globals['_ISSUECLIENTCERTIFICATERESPONSE']._serialized_end=366
-  _globals['_REVOKECLIENTREQUEST']._serialized_start=368
-  _globals['_REVOKECLIENTREQUEST']._serialized_end=424
-  _globals['_REVOKECLIENTRESPONSE']._serialized_start=426
-  _globals['_REVOKECLIENTRESPONSE']._serialized_end=478
-  _globals['_LISTREVOKEDREQUEST']._serialized_start=480
-  _globals['_LISTREVOKEDREQUEST']._serialized_end=500
-  _globals['_LISTREVOKEDRESPONSE']._serialized_start=502
-  _globals['_LISTREVOKEDRESPONSE']._serialized_end=540
-  _globals['_ROUNDKEY']._serialized_start=542
-  _globals['_ROUNDKEY']._serialized_end=632
-  _globals['_PUBLISHROUNDKEYREQUEST']._serialized_start=634
-  _globals['_PUBLISHROUNDKEYREQUEST']._serialized_end=724
-  _globals['_PUBLISHROUNDKEYRESPONSE']._serialized_start=726
-  _globals['_PUBLISHROUNDKEYRESPONSE']._serialized_end=774
-  _globals['_LISTROUNDKEYSREQUEST']._serialized_start=776
-  _globals['_LISTROUNDKEYSREQUEST']._serialized_end=829
-  _globals['_LISTROUNDKEYSRESPONSE']._serialized_start=831
-  _globals['_LISTROUNDKEYSRESPONSE']._serialized_end=890
-  _globals['_KEYMANAGER']._serialized_start=893
-  _globals['_KEYMANAGER']._serialized_end=1469
+  _globals['_PACKINGPARAMETERS']._serialized_start=43
+  _globals['_PACKINGPARAMETERS']._serialized_end=135
+  _globals['_CREATEJOBKEYREQUEST']._serialized_start=137
+  _globals['_CREATEJOBKEYREQUEST']._serialized_end=243
+  _globals['_JOBKEY']._serialized_start=245
+  _globals['_JOBKEY']._serialized_end=358
+  _globals['_GETJOBKEYREQUEST']._serialized_start=360
+  _globals['_GETJOBKEYREQUEST']._serialized_end=394
+  _globals['_CHECKUPLOADREQUEST']._serialized_start=396
+  _globals['_CHECKUPLOADREQUEST']._serialized_end=448
+  _globals['_CHECKUPLOADRESPONSE']._serialized_start=450
+  _globals['_CHECKUPLOADRESPONSE']._serialized_end=502
+  _globals['_ENCRYPTEDUPLOAD']._serialized_start=504
+  _globals['_ENCRYPTEDUPLOAD']._serialized_end=556
+  _globals['_DECRYPTAGGREGATEREQUEST']._serialized_start=559
+  _globals['_DECRYPTAGGREGATEREQUEST']._serialized_end=707
+  _globals['_DECRYPTAGGREGATERESPONSE']._serialized_start=709
+  _globals['_DECRYPTAGGREGATERESPONSE']._serialized_end=755
+  _globals['_CREATEENROLLMENTTOKENREQUEST']._serialized_start=757
+  _globals['_CREATEENROLLMENTTOKENREQUEST']._serialized_end=816
+  _globals['_CREATEENROLLMENTTOKENRESPONSE']._serialized_start=818
+  _globals['_CREATEENROLLMENTTOKENRESPONSE']._serialized_end=884
+  _globals['_ISSUECLIENTCERTIFICATEREQUEST']._serialized_start=886
+  _globals['_ISSUECLIENTCERTIFICATEREQUEST']._serialized_end=993
+  _globals['_ISSUECLIENTCERTIFICATERESPONSE']._serialized_start=995
+  _globals['_ISSUECLIENTCERTIFICATERESPONSE']._serialized_end=1080
+  _globals['_REVOKECLIENTREQUEST']._serialized_start=1082
+  _globals['_REVOKECLIENTREQUEST']._serialized_end=1138
+  _globals['_REVOKECLIENTRESPONSE']._serialized_start=1140
+  _globals['_REVOKECLIENTRESPONSE']._serialized_end=1192
+  _globals['_LISTREVOKEDREQUEST']._serialized_start=1194
+  _globals['_LISTREVOKEDREQUEST']._serialized_end=1214
+  _globals['_LISTREVOKEDRESPONSE']._serialized_start=1216
+  _globals['_LISTREVOKEDRESPONSE']._serialized_end=1254
+  _globals['_ROUNDKEY']._serialized_start=1256
+  _globals['_ROUNDKEY']._serialized_end=1346
+  _globals['_PUBLISHROUNDKEYREQUEST']._serialized_start=1348
+  _globals['_PUBLISHROUNDKEYREQUEST']._serialized_end=1438
+  _globals['_PUBLISHROUNDKEYRESPONSE']._serialized_start=1440
+  _globals['_PUBLISHROUNDKEYRESPONSE']._serialized_end=1488
+  _globals['_LISTROUNDKEYSREQUEST']._serialized_start=1490
+  _globals['_LISTROUNDKEYSREQUEST']._serialized_end=1543
+  _globals['_LISTROUNDKEYSRESPONSE']._serialized_start=1545
+  _globals['_LISTROUNDKEYSRESPONSE']._serialized_end=1604
+  _globals['_KEYMANAGER']._serialized_start=1607
+  _globals['_KEYMANAGER']._serialized_end=2490
 # @@protoc_insertion_point(module_scope)

@@ -19,6 +19,229 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class PackingParameters(_message.Message):
+    """How updates are quantized and packed: clients, aggregators and the keymanager agree on it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_BITS_FIELD_NUMBER: _builtins.int
+    MAX_CLIENTS_FIELD_NUMBER: _builtins.int
+    CLIP_FIELD_NUMBER: _builtins.int
+    VALUE_BITS_FIELD_NUMBER: _builtins.int
+    key_bits: _builtins.int
+    max_clients: _builtins.int
+    clip: _builtins.float
+    value_bits: _builtins.int
+    def __init__(
+        self,
+        *,
+        key_bits: _builtins.int = ...,
+        max_clients: _builtins.int = ...,
+        clip: _builtins.float = ...,
+        value_bits: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clip", b"clip", "key_bits", b"key_bits", "max_clients", b"max_clients", "value_bits", b"value_bits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PackingParameters: _TypeAlias = PackingParameters  # noqa: Y015
+
+@_typing.final
+class CreateJobKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    PACKING_FIELD_NUMBER: _builtins.int
+    MIN_CLIENTS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    min_clients: _builtins.int
+    @_builtins.property
+    def packing(self) -> Global___PackingParameters: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        packing: Global___PackingParameters | None = ...,
+        min_clients: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["packing", b"packing"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "min_clients", b"min_clients", "packing", b"packing"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateJobKeyRequest: _TypeAlias = CreateJobKeyRequest  # noqa: Y015
+
+@_typing.final
+class JobKey(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    PACKING_FIELD_NUMBER: _builtins.int
+    MIN_CLIENTS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    public_key: _builtins.bytes
+    """The modulus n, big-endian."""
+    min_clients: _builtins.int
+    @_builtins.property
+    def packing(self) -> Global___PackingParameters: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+        packing: Global___PackingParameters | None = ...,
+        min_clients: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["packing", b"packing"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "min_clients", b"min_clients", "packing", b"packing", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobKey: _TypeAlias = JobKey  # noqa: Y015
+
+@_typing.final
+class GetJobKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobKeyRequest: _TypeAlias = GetJobKeyRequest  # noqa: Y015
+
+@_typing.final
+class CheckUploadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    digest: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        digest: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckUploadRequest: _TypeAlias = CheckUploadRequest  # noqa: Y015
+
+@_typing.final
+class CheckUploadResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    valid: _builtins.bool
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        valid: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "valid", b"valid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckUploadResponse: _TypeAlias = CheckUploadResponse  # noqa: Y015
+
+@_typing.final
+class EncryptedUpload(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    client_id: _builtins.str
+    digest: _builtins.str
+    def __init__(
+        self,
+        *,
+        client_id: _builtins.str = ...,
+        digest: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "digest", b"digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EncryptedUpload: _TypeAlias = EncryptedUpload  # noqa: Y015
+
+@_typing.final
+class DecryptAggregateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    AGGREGATE_DIGEST_FIELD_NUMBER: _builtins.int
+    UPLOADS_FIELD_NUMBER: _builtins.int
+    NUM_VALUES_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    round: _builtins.int
+    aggregate_digest: _builtins.str
+    num_values: _builtins.int
+    @_builtins.property
+    def uploads(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncryptedUpload]: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        round: _builtins.int = ...,
+        aggregate_digest: _builtins.str = ...,
+        uploads: _abc.Iterable[Global___EncryptedUpload] | None = ...,
+        num_values: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_digest", b"aggregate_digest", "job_id", b"job_id", "num_values", b"num_values", "round", b"round", "uploads", b"uploads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecryptAggregateRequest: _TypeAlias = DecryptAggregateRequest  # noqa: Y015
+
+@_typing.final
+class DecryptAggregateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUM_DIGEST_FIELD_NUMBER: _builtins.int
+    sum_digest: _builtins.str
+    """float32 sum of the clients' (weighted) updates, in the model store."""
+    def __init__(
+        self,
+        *,
+        sum_digest: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sum_digest", b"sum_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecryptAggregateResponse: _TypeAlias = DecryptAggregateResponse  # noqa: Y015
+
+@_typing.final
 class CreateEnrollmentTokenRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -66,6 +66,26 @@ class KeyManagerStub:
                 request_serializer=fedsilo_dot_v1_dot_keymanager__pb2.ListRevokedRequest.SerializeToString,
                 response_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.ListRevokedResponse.FromString,
                 _registered_method=True)
+        self.CreateJobKey = channel.unary_unary(
+                '/fedsilo.v1.KeyManager/CreateJobKey',
+                request_serializer=fedsilo_dot_v1_dot_keymanager__pb2.CreateJobKeyRequest.SerializeToString,
+                response_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.JobKey.FromString,
+                _registered_method=True)
+        self.GetJobKey = channel.unary_unary(
+                '/fedsilo.v1.KeyManager/GetJobKey',
+                request_serializer=fedsilo_dot_v1_dot_keymanager__pb2.GetJobKeyRequest.SerializeToString,
+                response_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.JobKey.FromString,
+                _registered_method=True)
+        self.CheckUpload = channel.unary_unary(
+                '/fedsilo.v1.KeyManager/CheckUpload',
+                request_serializer=fedsilo_dot_v1_dot_keymanager__pb2.CheckUploadRequest.SerializeToString,
+                response_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.CheckUploadResponse.FromString,
+                _registered_method=True)
+        self.DecryptAggregate = channel.unary_unary(
+                '/fedsilo.v1.KeyManager/DecryptAggregate',
+                request_serializer=fedsilo_dot_v1_dot_keymanager__pb2.DecryptAggregateRequest.SerializeToString,
+                response_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.DecryptAggregateResponse.FromString,
+                _registered_method=True)
 
 
 class KeyManagerServicer:
@@ -114,6 +134,35 @@ class KeyManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateJobKey(self, request, context):
+        """Packed Paillier, per job: the private key never leaves the keymanager.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckUpload(self, request, context):
+        """Whether one upload was encrypted under the job's key (decrypts only its canary).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecryptAggregate(self, request, context):
+        """Decrypts an aggregate only after checking it covers at least min_clients distinct
+        clients' uploads (recomputing sampled ciphertext products from the stored uploads);
+        the decrypted sum is stored in the model store and every decryption is audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyManagerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +195,26 @@ def add_KeyManagerServicer_to_server(servicer, server):
                     servicer.ListRevoked,
                     request_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.ListRevokedRequest.FromString,
                     response_serializer=fedsilo_dot_v1_dot_keymanager__pb2.ListRevokedResponse.SerializeToString,
+            ),
+            'CreateJobKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateJobKey,
+                    request_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.CreateJobKeyRequest.FromString,
+                    response_serializer=fedsilo_dot_v1_dot_keymanager__pb2.JobKey.SerializeToString,
+            ),
+            'GetJobKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobKey,
+                    request_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.GetJobKeyRequest.FromString,
+                    response_serializer=fedsilo_dot_v1_dot_keymanager__pb2.JobKey.SerializeToString,
+            ),
+            'CheckUpload': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckUpload,
+                    request_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.CheckUploadRequest.FromString,
+                    response_serializer=fedsilo_dot_v1_dot_keymanager__pb2.CheckUploadResponse.SerializeToString,
+            ),
+            'DecryptAggregate': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecryptAggregate,
+                    request_deserializer=fedsilo_dot_v1_dot_keymanager__pb2.DecryptAggregateRequest.FromString,
+                    response_serializer=fedsilo_dot_v1_dot_keymanager__pb2.DecryptAggregateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -312,6 +381,114 @@ class KeyManager:
             '/fedsilo.v1.KeyManager/ListRevoked',
             fedsilo_dot_v1_dot_keymanager__pb2.ListRevokedRequest.SerializeToString,
             fedsilo_dot_v1_dot_keymanager__pb2.ListRevokedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateJobKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsilo.v1.KeyManager/CreateJobKey',
+            fedsilo_dot_v1_dot_keymanager__pb2.CreateJobKeyRequest.SerializeToString,
+            fedsilo_dot_v1_dot_keymanager__pb2.JobKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsilo.v1.KeyManager/GetJobKey',
+            fedsilo_dot_v1_dot_keymanager__pb2.GetJobKeyRequest.SerializeToString,
+            fedsilo_dot_v1_dot_keymanager__pb2.JobKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckUpload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsilo.v1.KeyManager/CheckUpload',
+            fedsilo_dot_v1_dot_keymanager__pb2.CheckUploadRequest.SerializeToString,
+            fedsilo_dot_v1_dot_keymanager__pb2.CheckUploadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecryptAggregate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsilo.v1.KeyManager/DecryptAggregate',
+            fedsilo_dot_v1_dot_keymanager__pb2.DecryptAggregateRequest.SerializeToString,
+            fedsilo_dot_v1_dot_keymanager__pb2.DecryptAggregateResponse.FromString,
             options,
             channel_credentials,
             insecure,

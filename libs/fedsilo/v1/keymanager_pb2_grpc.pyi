@@ -46,6 +46,16 @@ class KeyManagerStub:
     RevokeClient: _grpc.UnaryUnaryMultiCallable[_keymanager_pb2.RevokeClientRequest, _keymanager_pb2.RevokeClientResponse]
     ListRevoked: _grpc.UnaryUnaryMultiCallable[_keymanager_pb2.ListRevokedRequest, _keymanager_pb2.ListRevokedResponse]
     """Serials of revoked certificates; services refuse them on every call."""
+    CreateJobKey: _grpc.UnaryUnaryMultiCallable[_keymanager_pb2.CreateJobKeyRequest, _keymanager_pb2.JobKey]
+    """Packed Paillier, per job: the private key never leaves the keymanager."""
+    GetJobKey: _grpc.UnaryUnaryMultiCallable[_keymanager_pb2.GetJobKeyRequest, _keymanager_pb2.JobKey]
+    CheckUpload: _grpc.UnaryUnaryMultiCallable[_keymanager_pb2.CheckUploadRequest, _keymanager_pb2.CheckUploadResponse]
+    """Whether one upload was encrypted under the job's key (decrypts only its canary)."""
+    DecryptAggregate: _grpc.UnaryUnaryMultiCallable[_keymanager_pb2.DecryptAggregateRequest, _keymanager_pb2.DecryptAggregateResponse]
+    """Decrypts an aggregate only after checking it covers at least min_clients distinct
+    clients' uploads (recomputing sampled ciphertext products from the stored uploads);
+    the decrypted sum is stored in the model store and every decryption is audited.
+    """
 
 @_typing.type_check_only
 class KeyManagerAsyncStub(KeyManagerStub):
@@ -65,6 +75,16 @@ class KeyManagerAsyncStub(KeyManagerStub):
     RevokeClient: _aio.UnaryUnaryMultiCallable[_keymanager_pb2.RevokeClientRequest, _keymanager_pb2.RevokeClientResponse]  # type: ignore[assignment]
     ListRevoked: _aio.UnaryUnaryMultiCallable[_keymanager_pb2.ListRevokedRequest, _keymanager_pb2.ListRevokedResponse]  # type: ignore[assignment]
     """Serials of revoked certificates; services refuse them on every call."""
+    CreateJobKey: _aio.UnaryUnaryMultiCallable[_keymanager_pb2.CreateJobKeyRequest, _keymanager_pb2.JobKey]  # type: ignore[assignment]
+    """Packed Paillier, per job: the private key never leaves the keymanager."""
+    GetJobKey: _aio.UnaryUnaryMultiCallable[_keymanager_pb2.GetJobKeyRequest, _keymanager_pb2.JobKey]  # type: ignore[assignment]
+    CheckUpload: _aio.UnaryUnaryMultiCallable[_keymanager_pb2.CheckUploadRequest, _keymanager_pb2.CheckUploadResponse]  # type: ignore[assignment]
+    """Whether one upload was encrypted under the job's key (decrypts only its canary)."""
+    DecryptAggregate: _aio.UnaryUnaryMultiCallable[_keymanager_pb2.DecryptAggregateRequest, _keymanager_pb2.DecryptAggregateResponse]  # type: ignore[assignment]
+    """Decrypts an aggregate only after checking it covers at least min_clients distinct
+    clients' uploads (recomputing sampled ciphertext products from the stored uploads);
+    the decrypted sum is stored in the model store and every decryption is audited.
+    """
 
 class KeyManagerServicer(metaclass=_abc_1.ABCMeta):
     """Key management. Here: the directory of per-round public keys that secure aggregation's
@@ -117,5 +137,39 @@ class KeyManagerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_keymanager_pb2.ListRevokedResponse, _abc.Awaitable[_keymanager_pb2.ListRevokedResponse]]:
         """Serials of revoked certificates; services refuse them on every call."""
+
+    @_abc_1.abstractmethod
+    def CreateJobKey(
+        self,
+        request: _keymanager_pb2.CreateJobKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keymanager_pb2.JobKey, _abc.Awaitable[_keymanager_pb2.JobKey]]:
+        """Packed Paillier, per job: the private key never leaves the keymanager."""
+
+    @_abc_1.abstractmethod
+    def GetJobKey(
+        self,
+        request: _keymanager_pb2.GetJobKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keymanager_pb2.JobKey, _abc.Awaitable[_keymanager_pb2.JobKey]]: ...
+
+    @_abc_1.abstractmethod
+    def CheckUpload(
+        self,
+        request: _keymanager_pb2.CheckUploadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keymanager_pb2.CheckUploadResponse, _abc.Awaitable[_keymanager_pb2.CheckUploadResponse]]:
+        """Whether one upload was encrypted under the job's key (decrypts only its canary)."""
+
+    @_abc_1.abstractmethod
+    def DecryptAggregate(
+        self,
+        request: _keymanager_pb2.DecryptAggregateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keymanager_pb2.DecryptAggregateResponse, _abc.Awaitable[_keymanager_pb2.DecryptAggregateResponse]]:
+        """Decrypts an aggregate only after checking it covers at least min_clients distinct
+        clients' uploads (recomputing sampled ciphertext products from the stored uploads);
+        the decrypted sum is stored in the model store and every decryption is audited.
+        """
 
 def add_KeyManagerServicer_to_server(servicer: KeyManagerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -53,6 +53,10 @@ class Task(_message.Message):
     JOB_SPEC_JSON_FIELD_NUMBER: _builtins.int
     DEADLINE_UNIX_FIELD_NUMBER: _builtins.int
     MANIFEST_FIELD_NUMBER: _builtins.int
+    PROTECTION_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    TOTAL_EXAMPLES_FIELD_NUMBER: _builtins.int
+    PACKING_JSON_FIELD_NUMBER: _builtins.int
     kind: Global___TaskKind.ValueType
     task_id: _builtins.str
     job_id: _builtins.str
@@ -62,6 +66,13 @@ class Task(_message.Message):
     job_spec_json: _builtins.str
     """The validated job spec as JSON (dataset, model, algorithm, local steps, ...)."""
     deadline_unix: _builtins.float
+    protection: _builtins.str
+    """protection "paillier": the job's public key and packing; clients weight their update by
+    num_examples / total_examples (the selected clients' examples) before encrypting.
+    """
+    public_key: _builtins.bytes
+    total_examples: _builtins.float
+    packing_json: _builtins.str
     @_builtins.property
     def manifest(self) -> _common_pb2.ModelManifest: ...
     def __init__(
@@ -75,10 +86,14 @@ class Task(_message.Message):
         job_spec_json: _builtins.str = ...,
         deadline_unix: _builtins.float = ...,
         manifest: _common_pb2.ModelManifest | None = ...,
+        protection: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+        total_examples: _builtins.float = ...,
+        packing_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["manifest", b"manifest"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_unix", b"deadline_unix", "job_id", b"job_id", "job_spec_json", b"job_spec_json", "kind", b"kind", "manifest", b"manifest", "model_version", b"model_version", "round", b"round", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_unix", b"deadline_unix", "job_id", b"job_id", "job_spec_json", b"job_spec_json", "kind", b"kind", "manifest", b"manifest", "model_version", b"model_version", "packing_json", b"packing_json", "protection", b"protection", "public_key", b"public_key", "round", b"round", "task_id", b"task_id", "total_examples", b"total_examples"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
