@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: setup demo test test-fast lint typecheck proto bench bench-accuracy bench-privacy up clean help
+.PHONY: setup demo test test-fast lint typecheck proto bench bench-accuracy bench-privacy bench-paillier up clean help
 
 help:
 	@echo "make demo    run the heart-disease federation (ARGS='--algorithm fedavg --rounds 5 --out DIR')"
@@ -57,7 +57,10 @@ bench-accuracy: $(STAMP)
 bench-privacy: $(STAMP)
 	$(PY) bench/membership_inference.py $(ARGS)
 
-bench: bench-accuracy bench-privacy
+bench-paillier: $(STAMP)
+	$(PY) bench/paillier.py $(ARGS)
+
+bench: bench-accuracy bench-privacy bench-paillier
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache

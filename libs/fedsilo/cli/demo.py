@@ -57,6 +57,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aggregators", type=int, default=2, help="aggregator replicas")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--protection",
+        choices=["none", "paillier"],
+        default="none",
+        help="paillier: sites upload only packed Paillier ciphertexts",
+    )
+    parser.add_argument(
         "--dp-epsilon",
         type=float,
         default=None,
@@ -82,9 +88,10 @@ def job_spec(
     seed: int,
     dp_epsilon: float | None = None,
     dp_mode: str = "sample",
+    protection: str = "none",
 ) -> JobSpec:
     params = heart_disease.algorithm_params(algorithm)
-    update: dict[str, Any] = {"rounds": rounds}
+    update: dict[str, Any] = {"rounds": rounds, "protection": protection}
     if dp_epsilon is not None:
         update["privacy"] = DifferentialPrivacy(
             mode=dp_mode, clip_norm=DP_CLIP[dp_mode], target_epsilon=dp_epsilon
@@ -300,7 +307,7 @@ def collect_results(
     return {
         "algorithm": spec.algorithm.name,
         "algorithm_params": spec.algorithm.model_dump(),
-        "protection": "none",
+        "protection": spec.protection,
         "privacy": None
         if spec.privacy is None
         else {
@@ -334,7 +341,9 @@ def run_demo(args: argparse.Namespace) -> int:
     data_dir = find_data_dir(args.data_dir)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    spec = job_spec(args.algorithm, args.rounds, args.seed, args.dp_epsilon, args.dp_mode)
+    spec = job_spec(
+        args.algorithm, args.rounds, args.seed, args.dp_epsilon, args.dp_mode, args.protection
+    )
     console.print(
         f"[bold]fedsilo demo[/]: {spec.algorithm.name}, {spec.rounds} rounds of "
         f"{spec.local_steps} local steps, data from {data_dir}"
