@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from fedsilo.fixedpoint import sum_from_levels, to_levels
+
 # Slots are unpacked into uint64 lanes.
 MAX_SLOT_BITS = 64
 # Levels are computed in float64, which is exact for integers below 2^53.
@@ -99,20 +101,7 @@ def quantize(
     With `rng`, rounding is stochastic (unbiased, error below one step 1/scale); without,
     to the nearest level (error at most half a step).
     """
-    levels = np.array(values, dtype=np.float64).ravel()
-    nan_count = int(np.count_nonzero(np.isnan(levels)))
-    if nan_count:
-        raise ValueError(f"values contain {nan_count} NaN coordinates; cannot quantize NaN")
-    np.clip(levels, -spec.clip, spec.clip, out=levels)
-    levels += spec.clip
-    levels *= spec.scale
-    if rng is None:
-        np.rint(levels, out=levels)
-    else:
-        levels += rng.random(levels.shape)
-        np.floor(levels, out=levels)
-    # Float rounding of (clip + clip) * scale may land a hair above max_level.
-    np.minimum(levels, spec.max_level, out=levels)
+    levels = to_levels(values, spec.clip, spec.scale, spec.max_level, rng)
     return levels.astype(np.uint64)
 
 
@@ -172,9 +161,4 @@ def dequantize_sum(
     level_sums: NDArray[np.uint64], spec: PackingSpec, count: int
 ) -> NDArray[np.float32]:
     """The float SUM of `count` clients' values from the sum of their levels."""
-    if not 1 <= count <= spec.num_clients:
-        raise ValueError(f"count must be in [1, num_clients={spec.num_clients}], got {count}")
-    total = level_sums.astype(np.float64)
-    total /= spec.scale
-    total -= count * spec.clip
-    return total.astype(np.float32)
+    return sum_from_levels(level_sums, spec.clip, spec.scale, count, spec.num_clients)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from fedsilo.fixedpoint import sum_from_levels, to_levels
+
 RING_BITS = 32
 
 
@@ -64,20 +66,7 @@ def quantize(
     With `rng`, rounding is stochastic (unbiased: E[dequantized] = clipped value, error
     below one step); without, to the nearest level (error at most half a step).
     """
-    nan_count = int(np.count_nonzero(np.isnan(values)))
-    if nan_count:
-        raise ValueError(f"values contain {nan_count} NaN coordinates; cannot quantize NaN")
-    levels = np.array(values, dtype=np.float64)
-    np.clip(levels, -spec.clip, spec.clip, out=levels)
-    levels += spec.clip
-    levels *= spec.scale
-    if rng is None:
-        np.rint(levels, out=levels)
-    else:
-        levels += rng.random(levels.shape)
-        np.floor(levels, out=levels)
-    # Float rounding of (clip + clip) * scale may land a hair above max_level.
-    np.minimum(levels, spec.max_level, out=levels)
+    levels = to_levels(values, spec.clip, spec.scale, spec.max_level, rng)
     return levels.astype(np.uint32)
 
 
@@ -85,9 +74,4 @@ def dequantize_sum(ring_sum: NDArray[np.uint32], spec: RingSpec, count: int) -> 
     """The float SUM of `count` clients' values from the sum of their quantized updates."""
     if ring_sum.dtype != np.uint32:
         raise ValueError(f"ring_sum must be uint32, got {ring_sum.dtype}")
-    if not 1 <= count <= spec.num_clients:
-        raise ValueError(f"count must be in [1, num_clients={spec.num_clients}], got {count}")
-    total = ring_sum.astype(np.float64)
-    total /= spec.scale
-    total -= count * spec.clip
-    return total.astype(np.float32)
+    return sum_from_levels(ring_sum, spec.clip, spec.scale, count, spec.num_clients)
