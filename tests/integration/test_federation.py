@@ -238,6 +238,7 @@ def test_bad_updates_are_rejected_with_the_right_status_and_the_round_goes_on(
 
 
 def test_every_service_reports_health_and_serves_metrics(federation: Federation) -> None:
+    assert federation.run_job(small_job({"name": "fedavg"}, rounds=1))["state"] == "completed"
     for service in federation.plane.processes:
         # probes use the plaintext health port; the main port needs a certificate
         plain = grpc.insecure_channel(service.health_address)
