@@ -19,15 +19,33 @@ from fedsilo.secagg.masking import (
     unmask_sum,
 )
 from fedsilo.secagg.prg import SEED_BYTES, expand_mask, new_seed
+from fedsilo.secagg.protocol import (
+    AdvertisedKeys,
+    ClientRound,
+    ProtocolError,
+    Reveal,
+    RoundConfig,
+    SealedShare,
+    ServerRound,
+    Unmasking,
+)
 from fedsilo.secagg.quantize import RingSpec, dequantize_sum, quantization_step, quantize
 from fedsilo.secagg.shamir import Share, combine_shares, share_secret
 
 __all__ = [
     "SEED_BYTES",
+    "AdvertisedKeys",
     "ClientKeys",
+    "ClientRound",
     "DanglingPair",
+    "ProtocolError",
+    "Reveal",
     "RingSpec",
+    "RoundConfig",
+    "SealedShare",
+    "ServerRound",
     "Share",
+    "Unmasking",
     "agree",
     "agreement_context",
     "combine_shares",
