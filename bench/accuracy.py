@@ -55,7 +55,7 @@ def main() -> int:
                 for kind in baselines:
                     baselines[kind].append(base[kind]["mean_test_accuracy"])
                 for name in args.algorithms:
-                    spec = job_spec(name, 15, seed)
+                    spec = job_spec(name, 15, seed, protection="none")
                     started = time.perf_counter()
                     job_id = api.submit_job(json.loads(spec.to_json()))["job_id"]
                     while (status := api.job(job_id))["state"] == "running":

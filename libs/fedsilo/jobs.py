@@ -57,6 +57,15 @@ class PaillierSettings(BaseModel):
         )
 
 
+class SecAggSettings(BaseModel):
+    """Secure aggregation: pairwise masks cancel in the sum; dropouts recovered from shares."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    clip: float = Field(0.5, gt=0, description="per-coordinate bound of a weighted update")
+    degree: int | None = Field(None, ge=2, description="SecAgg+ neighbours; None: O(log n)")
+
+
 class JobSpec(BaseModel):
     """One federated training job."""
 
@@ -80,20 +89,23 @@ class JobSpec(BaseModel):
     privacy: DifferentialPrivacy | None = Field(
         None, description="client-level (clip + noise per round) or sample-level (DP-SGD) DP"
     )
-    protection: Literal["none", "paillier"] = Field(
-        "none", description="paillier: the control plane sees only ciphertexts of updates"
+    protection: Literal["none", "paillier", "secagg"] = Field(
+        "none", description="paillier or secagg: the control plane never sees an update"
     )
     paillier: PaillierSettings = Field(default_factory=PaillierSettings)
+    secagg: SecAggSettings = Field(default_factory=SecAggSettings)
 
     @model_validator(mode="after")
     def _protection_fits(self) -> JobSpec:
-        if self.protection == "paillier":
+        if self.protection != "none":
             if self.privacy is not None and self.privacy.mode == "client":
                 raise ValueError(
                     "privacy.mode 'client' adds noise at the aggregator, which sees only "
-                    "ciphertexts under 'paillier': use privacy.mode 'sample' (DP-SGD)"
+                    f"protected updates under {self.protection!r}: use privacy.mode 'sample'"
                 )
-            if (self.clients_per_round or 0) > self.paillier.max_clients:
+            if self.protection == "paillier" and (
+                (self.clients_per_round or 0) > self.paillier.max_clients
+            ):
                 raise ValueError(
                     f"clients_per_round ({self.clients_per_round}) exceeds "
                     f"paillier.max_clients ({self.paillier.max_clients}): sums would overflow"

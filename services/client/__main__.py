@@ -24,7 +24,7 @@ from fedsilo.rpc.channels import connect
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
 from fedsilo.rpc.tls import TlsConfig
 from fedsilo.settings import ServiceSettings
-from fedsilo.v1 import registry_pb2_grpc, scheduler_pb2_grpc
+from fedsilo.v1 import keymanager_pb2_grpc, registry_pb2_grpc, scheduler_pb2_grpc
 
 
 class ClientSettings(ServiceSettings):
@@ -38,6 +38,7 @@ class ClientSettings(ServiceSettings):
     state_dir: Path = Field(Path(".fedsilo/client"), description="identity, privacy ledger")
     enrollment_token: str | None = Field(None, description="the site's one-time token")
     registry_enroll_address: str | None = Field(None, description="registry enrollment port")
+    keymanager_address: str | None = Field(None, description="round keys (secure aggregation)")
 
 
 def site_tls(settings: ClientSettings, config: SiteConfig) -> TlsConfig:
@@ -86,6 +87,11 @@ def main() -> None:
             registry=registry_pb2_grpc.RegistryStub(connect(settings.registry_address, tls)),
             scheduler=scheduler_pb2_grpc.SchedulerStub(connect(settings.scheduler_address, tls)),
             models=ModelStoreClient(connect(settings.modelstore_address, tls)),
+            keymanager=(
+                keymanager_pb2_grpc.KeyManagerStub(connect(settings.keymanager_address, tls))
+                if settings.keymanager_address
+                else None
+            ),
         ),
         poll_s=settings.poll_s,
         state_dir=settings.state_dir,

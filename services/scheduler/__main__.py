@@ -78,6 +78,19 @@ class RegistryDirectory:
         }
 
 
+class KeyManagerRoundKeys:
+    """Round keys as clients published them, authenticated, to the keymanager."""
+
+    def __init__(self, stub: keymanager_pb2_grpc.KeyManagerStub) -> None:
+        self._stub = stub
+
+    def round_keys(self, job_id: str, key_round: int) -> dict[str, bytes]:
+        response = self._stub.ListRoundKeys(
+            keymanager_pb2.ListRoundKeysRequest(job_id=job_id, round=key_round), timeout=10
+        )
+        return {key.client_id: bytes(key.public_key) for key in response.keys}
+
+
 class KeyManagerKeys:
     """The scheduler's use of the keymanager's Paillier side."""
 
@@ -157,6 +170,7 @@ def main() -> None:
         models,
         SchedulerConfig(shard_parameters=settings.shard_parameters, lease_s=settings.lease_s),
         keys=KeyManagerKeys(keymanager),
+        round_keys=KeyManagerRoundKeys(keymanager),
     )
 
     def register(server: grpc.Server) -> list[str]:

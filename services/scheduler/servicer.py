@@ -61,6 +61,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             )
         return scheduler_pb2.DeclineTaskResponse()
 
+    @translate_errors(log)
+    def SecAggSubmit(
+        self, request: scheduler_pb2.SecAggSubmitRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.SecAggSubmitResponse:
+        self._auth.require_client(context, request.client_id)
+        self._scheduler.secagg_submit(request)
+        return scheduler_pb2.SecAggSubmitResponse()
+
 
 class AggregationQueueServicer(aggregator_pb2_grpc.AggregationQueueServicer):
     def __init__(

@@ -25,7 +25,7 @@ from fedsilo.client.enrollment import IdentityFiles, client_tls, enroll_with_tok
 from fedsilo.federations import heart_disease
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.rpc.channels import connect
-from fedsilo.v1 import registry_pb2, registry_pb2_grpc, scheduler_pb2_grpc
+from fedsilo.v1 import keymanager_pb2_grpc, registry_pb2, registry_pb2_grpc, scheduler_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 HEART_DATA = (REPO / ".." / "shared" / "data" / "fed_heart_disease").resolve()
@@ -82,6 +82,7 @@ class Site:
     registry: registry_pb2_grpc.RegistryStub
     scheduler: scheduler_pb2_grpc.SchedulerStub
     models: ModelStoreClient
+    keymanager: keymanager_pb2_grpc.KeyManagerStub
 
 
 def enroll_site(federation: Federation, folder: Path, site: str, dataset: str) -> Site:
@@ -102,6 +103,7 @@ def enroll_site(federation: Federation, folder: Path, site: str, dataset: str) -
         registry_pb2_grpc.RegistryStub(connect(plane.service("registry").grpc_address, tls)),
         scheduler_pb2_grpc.SchedulerStub(connect(plane.service("scheduler").grpc_address, tls)),
         ModelStoreClient(connect(plane.service("modelstore").grpc_address, tls)),
+        keymanager_pb2_grpc.KeyManagerStub(connect(plane.service("keymanager").grpc_address, tls)),
     )
 
 

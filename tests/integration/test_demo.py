@@ -42,7 +42,7 @@ def test_demo_writes_results_and_a_convergence_plot(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
     results = json.loads((out / "results.json").read_text())
-    assert results["algorithm"] == "fedprox" and results["protection"] == "none"
+    assert results["algorithm"] == "fedprox" and results["protection"] == "secagg"
     assert [r["round"] for r in results["rounds"]] == [1, 2, 3]
     for row in results["rounds"]:
         assert 0 <= row["mean_test_accuracy"] <= 1 and row["duration_s"] > 0

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -21,6 +22,8 @@ from fedsilo.algorithms.registry import parse_algorithm, server_optimizer
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.paillier import ciphertext_bytes, multiply_range, public_key_from_bytes
 from fedsilo.privacy import DifferentialPrivacy, add_gaussian_noise, noise_std_per_client
+from fedsilo.secagg import RingSpec, ServerRound, Unmasking, dequantize_sum
+from fedsilo.secagg.masking import DanglingPair, ring_add_into
 from fedsilo.telemetry import AGGREGATED_BYTES, SHARD_SECONDS, SHARDS_COMPLETED
 from fedsilo.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 
@@ -62,6 +65,7 @@ def combine_shard(shard: aggregator_pb2.Shard, read: ReadRange, write: WriteBlob
         raise ShardInputError(f"shard {shard.shard_id} has no inputs")
     if shard.protection == "paillier":
         return _multiply_ciphertexts(shard, inputs, read, write)
+    secagg = json.loads(shard.secagg_json) if shard.protection == "secagg" else None
     privacy = (
         DifferentialPrivacy.model_validate_json(shard.privacy_json) if shard.privacy_json else None
     )
@@ -70,12 +74,15 @@ def combine_shard(shard: aggregator_pb2.Shard, read: ReadRange, write: WriteBlob
     weights = normalized_weights(
         [1] * len(inputs) if privacy is not None else [item.num_examples for item in inputs]
     )
-    delta = np.zeros(end - begin, dtype=np.float32)
-    scratch = np.empty_like(delta)
-    for item, weight in zip(inputs, weights, strict=True):
-        update = _read_vector(read, item.digest, begin, end, f"update of {item.client_id}")
-        np.multiply(update, np.float32(weight), out=scratch)
-        delta += scratch
+    if secagg is not None:
+        delta = _unmasked_sum(secagg, inputs, read, begin, end)
+    else:
+        delta = np.zeros(end - begin, dtype=np.float32)
+        scratch = np.empty_like(delta)
+        for item, weight in zip(inputs, weights, strict=True):
+            update = _read_vector(read, item.digest, begin, end, f"update of {item.client_id}")
+            np.multiply(update, np.float32(weight), out=scratch)
+            delta += scratch
     if privacy is not None:
         std = noise_std_per_client(
             privacy.clip_norm, privacy.require_noise_multiplier(), len(inputs), distributed=False
@@ -102,6 +109,31 @@ def combine_shard(shard: aggregator_pb2.Shard, read: ReadRange, write: WriteBlob
         },
         input_bytes=(len(inputs) + 1 + len(state)) * (end - begin) * 4,
     )
+
+
+def _unmasked_sum(
+    secagg: dict[str, Any],
+    inputs: list[aggregator_pb2.ShardInput],
+    read: ReadRange,
+    begin: int,
+    end: int,
+) -> Vector:
+    """Secure aggregation: the ring sum of the masked inputs over [begin, end), with the
+    survivors' self masks and the dropped clients' pairwise masks removed, back to floats.
+    Only the sum is ever seen; no single input can be unmasked."""
+    total = np.zeros(end - begin, dtype=np.uint32)
+    for item in inputs:
+        data = read(item.digest, begin * 4, (end - begin) * 4)
+        if len(data) != (end - begin) * 4:
+            raise ShardInputError(f"masked input of {item.client_id} is short")
+        ring_add_into(total, np.frombuffer(data, dtype="<u4"))
+    unmasking = Unmasking(
+        {client: bytes.fromhex(seed) for client, seed in secagg["self_seeds"].items()},
+        [DanglingPair(s, d, bytes.fromhex(seed)) for s, d, seed in secagg["dangling"]],
+    )
+    plain = ServerRound.unmask(total, begin, unmasking)
+    spec = RingSpec(clip=float(secagg["clip"]), num_clients=int(secagg["ring_clients"]))
+    return dequantize_sum(plain, spec, int(secagg["count"]))
 
 
 def _multiply_ciphertexts(

@@ -58,9 +58,10 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--protection",
-        choices=["none", "paillier"],
-        default="none",
-        help="paillier: sites upload only packed Paillier ciphertexts",
+        choices=["none", "secagg", "paillier"],
+        default="secagg",
+        help="secagg (default): the control plane sees only masked updates whose masks cancel "
+        "in the sum; paillier: only packed Paillier ciphertexts; none: plain updates",
     )
     parser.add_argument(
         "--dp-epsilon",
@@ -88,7 +89,7 @@ def job_spec(
     seed: int,
     dp_epsilon: float | None = None,
     dp_mode: str = "sample",
-    protection: str = "none",
+    protection: str = "secagg",
 ) -> JobSpec:
     params = heart_disease.algorithm_params(algorithm)
     update: dict[str, Any] = {"rounds": rounds, "protection": protection}

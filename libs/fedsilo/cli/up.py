@@ -80,6 +80,7 @@ class LocalControlPlane:
             "FEDSILO_REGISTRY_ADDRESS": endpoints["registry"],
             "FEDSILO_SCHEDULER_ADDRESS": endpoints["scheduler"],
             "FEDSILO_MODELSTORE_ADDRESS": endpoints["modelstore"],
+            "FEDSILO_KEYMANAGER_ADDRESS": endpoints["keymanager"],
         }
         if self.trust is None:
             env["FEDSILO_INSECURE"] = "true"

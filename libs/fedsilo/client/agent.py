@@ -28,9 +28,20 @@ from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.paillier import encrypt_update, public_key_from_bytes
 from fedsilo.policy import policy_violation, site_privacy
 from fedsilo.privacy import DifferentialPrivacy, PrivacyAccountant, clip_update
+from fedsilo.secagg import (
+    KEY_ALGORITHM,
+    AdvertisedKeys,
+    ClientRound,
+    RingSpec,
+    RoundConfig,
+    SealedShare,
+    quantize,
+)
 from fedsilo.telemetry import LOCAL_TRAIN_SECONDS, TASKS, UPDATE_BYTES
 from fedsilo.v1 import (
     common_pb2,
+    keymanager_pb2,
+    keymanager_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
     scheduler_pb2,
@@ -43,6 +54,9 @@ _KIND_NAMES = {
     scheduler_pb2.TASK_KIND_INITIALIZE: "initialize",
     scheduler_pb2.TASK_KIND_TRAIN: "train",
     scheduler_pb2.TASK_KIND_EVALUATE: "evaluate",
+    scheduler_pb2.TASK_KIND_SECAGG_ADVERTISE: "secagg-advertise",
+    scheduler_pb2.TASK_KIND_SECAGG_SHARE: "secagg-share",
+    scheduler_pb2.TASK_KIND_SECAGG_UNMASK: "secagg-unmask",
 }
 
 
@@ -70,6 +84,7 @@ class ControlPlane:
     registry: registry_pb2_grpc.RegistryStub
     scheduler: scheduler_pb2_grpc.SchedulerStub
     models: ModelStoreClient
+    keymanager: keymanager_pb2_grpc.KeyManagerStub | None = None
 
 
 def describe_site(
@@ -112,6 +127,7 @@ class ClientAgent:
         self._models: OrderedDict[str, np.ndarray] = OrderedDict()
         self.client_id = ""
         self._accountants: dict[str, PrivacyAccountant] = {}
+        self._secagg: dict[tuple[str, int], ClientRound] = {}
         self._heartbeat_s = 2.0
 
     # data and models -----------------------------------------------------------------------
@@ -163,6 +179,12 @@ class ClientAgent:
                 self._train(task, spec)
             elif task.kind == scheduler_pb2.TASK_KIND_EVALUATE:
                 self._evaluate(task, spec)
+            elif task.kind == scheduler_pb2.TASK_KIND_SECAGG_ADVERTISE:
+                self._secagg_advertise(task)
+            elif task.kind == scheduler_pb2.TASK_KIND_SECAGG_SHARE:
+                self._secagg_share(task)
+            elif task.kind == scheduler_pb2.TASK_KIND_SECAGG_UNMASK:
+                self._secagg_unmask(task)
             else:
                 raise TaskDeclined(f"unknown task kind {task.kind}")
             TASKS.labels(self.site, kind, "done").inc()
@@ -205,6 +227,17 @@ class ClientAgent:
         Paillier an update leaves the site only as ciphertexts, weighted by this site's share
         of the selected clients' examples (the sum is then the weighted sum)."""
         payload, dtype = vector.astype("<f4").tobytes(), "float32"
+        if task.protection == "secagg" and task.kind == scheduler_pb2.TASK_KIND_TRAIN:
+            ring = RingSpec(clip=task.secagg.clip, num_clients=task.secagg.ring_clients)
+            weighted = vector * (num_examples / task.total_examples)
+            quantized = quantize(weighted, ring, rng=np.random.default_rng())
+            payload = (
+                self._secagg_round(task)
+                .masked_input(quantized, task.secagg.shared)
+                .astype("<u4")
+                .tobytes()
+            )
+            dtype = "uint32"
         if task.protection == "paillier" and task.kind == scheduler_pb2.TASK_KIND_TRAIN:
             packing = PaillierSettings.model_validate_json(task.packing_json).packing()
             weighted = vector * (num_examples / task.total_examples)
@@ -226,6 +259,85 @@ class ClientAgent:
                 update=info.ref,
                 num_examples=num_examples,
                 **fields,
+            )
+        )
+
+    # secure aggregation ------------------------------------------------------------------------
+    def _secagg_round(self, task: scheduler_pb2.Task) -> ClientRound:
+        key = (task.job_id, task.secagg.key_round)
+        if key not in self._secagg:
+            if task.kind != scheduler_pb2.TASK_KIND_SECAGG_ADVERTISE:
+                raise TaskDeclined(
+                    "no key material for this secure-aggregation round (the agent restarted)"
+                )
+            self._secagg = {k: v for k, v in self._secagg.items() if k[0] == task.job_id}
+            self._secagg[key] = ClientRound(
+                self.client_id, RoundConfig(task.job_id, task.secagg.key_round, 0, 0, b"")
+            )
+        secagg_round = self._secagg[key]
+        if task.secagg.threshold:
+            secagg_round.config = RoundConfig(
+                task.job_id,
+                task.secagg.key_round,
+                task.secagg.degree,
+                task.secagg.threshold,
+                task.secagg.graph_seed,
+            )
+        return secagg_round
+
+    def _keymanager(self) -> keymanager_pb2_grpc.KeyManagerStub:
+        if self._plane.keymanager is None:
+            raise TaskDeclined("secure aggregation needs FEDSILO_KEYMANAGER_ADDRESS")
+        return self._plane.keymanager
+
+    def _secagg_advertise(self, task: scheduler_pb2.Task) -> None:
+        keys = self._secagg_round(task).advertise()
+        self._keymanager().PublishRoundKey(
+            keymanager_pb2.PublishRoundKeyRequest(
+                job_id=task.job_id,
+                round=task.secagg.key_round,
+                key=keymanager_pb2.RoundKey(
+                    client_id=self.client_id, public_key=keys.to_bytes(), algorithm=KEY_ALGORITHM
+                ),
+            )
+        )
+
+    def _secagg_share(self, task: scheduler_pb2.Task) -> None:
+        published = self._keymanager().ListRoundKeys(
+            keymanager_pb2.ListRoundKeysRequest(job_id=task.job_id, round=task.secagg.key_round)
+        )
+        keys = {key.client_id: bytes(key.public_key) for key in published.keys}
+        missing = set(task.secagg.advertised) - set(keys)
+        if missing:
+            raise TaskDeclined(f"round keys of {sorted(missing)} are not in the keymanager")
+        advertised = [AdvertisedKeys.from_bytes(c, keys[c]) for c in task.secagg.advertised]
+        sealed = self._secagg_round(task).share(advertised)
+        self._plane.scheduler.SecAggSubmit(
+            scheduler_pb2.SecAggSubmitRequest(
+                client_id=self.client_id,
+                task_id=task.task_id,
+                shares=[
+                    scheduler_pb2.SecAggShare(
+                        owner=s.owner, holder=s.holder, ciphertext=s.ciphertext
+                    )
+                    for s in sealed
+                ],
+            )
+        )
+
+    def _secagg_unmask(self, task: scheduler_pb2.Task) -> None:
+        held = [SealedShare(s.owner, s.holder, s.ciphertext) for s in task.secagg.shares_for_you]
+        reveals = self._secagg_round(task).reveal(held, task.secagg.survivors, task.secagg.dropped)
+        self._plane.scheduler.SecAggSubmit(
+            scheduler_pb2.SecAggSubmitRequest(
+                client_id=self.client_id,
+                task_id=task.task_id,
+                reveals=[
+                    scheduler_pb2.SecAggReveal(
+                        owner=r.owner, kind=r.kind, index=r.share.index, value=r.share.value
+                    )
+                    for r in reveals
+                ],
             )
         )
 

@@ -34,6 +34,7 @@ from fedsilo.rpc.errors import (
     permission_denied,
 )
 from fedsilo.scheduler.planning import plan_shards, round_seed, select_clients
+from fedsilo.scheduler.secagg_round import SecAggState, key_round, reveal_from_message
 from fedsilo.scheduler.store import AcceptedUpdate, JobState, Phase, SchedulerStore
 from fedsilo.telemetry import (
     CLIENTS_COMPLETED,
@@ -68,6 +69,12 @@ class ClientDirectory(Protocol):
     def examples(self, dataset: str) -> dict[str, int]:
         """Training examples each live client declares for the dataset."""
         ...
+
+
+class RoundKeyDirectory(Protocol):
+    """The keymanager's directory of round keys (clients publish them authenticated)."""
+
+    def round_keys(self, job_id: str, key_round: int) -> dict[str, bytes]: ...
 
 
 class KeyService(Protocol):
@@ -139,6 +146,7 @@ class RoundRuntime:
     pass_kind: str = "plaintext"  # "ciphertexts" first under Paillier
     sum_digest: str = ""  # the decrypted sum that the plaintext pass turns into a model
     input_scale: float = 1.0
+    secagg: SecAggState | None = None
 
 
 @dataclass(frozen=True)
@@ -158,8 +166,10 @@ class Scheduler:
         config: SchedulerConfig = SchedulerConfig(),
         clock: Callable[[], float] = time.time,
         keys: KeyService | None = None,
+        round_keys: RoundKeyDirectory | None = None,
     ) -> None:
         self._keys = keys
+        self._round_keys = round_keys
         self._store = store
         self._clients = clients
         self._artifacts = artifacts
@@ -205,7 +215,19 @@ class Scheduler:
             job_id, phase = job["job_id"], Phase(job["phase"])
             runtime = RoundRuntime(phase_started=self._clock())
             self._runtime[job_id] = runtime
-            if phase in (Phase.INITIALIZING, Phase.SELECTING, Phase.TRAINING):
+            spec = JobSpec.from_json(job["spec_json"])
+            # Secure aggregation's shares lived in memory: its rounds restart as new attempts.
+            restart_phases = {
+                Phase.INITIALIZING,
+                Phase.SELECTING,
+                Phase.TRAINING,
+                Phase.ADVERTISING,
+                Phase.SHARING,
+                Phase.UNMASKING,
+            }
+            if spec.protection == "secagg":
+                restart_phases.add(Phase.AGGREGATING)
+            if phase in restart_phases:
                 # Tasks handed out before the restart are gone: run the round again, as a new
                 # attempt so that late updates for the old one are refused.
                 restart = Phase.INITIALIZING if job["round"] == 0 else Phase.SELECTING
@@ -451,8 +473,15 @@ class Scheduler:
             if request.num_examples <= 0:
                 raise invalid_argument(f"num_examples must be positive, got {request.num_examples}")
             return task, job, JobSpec.from_json(job["spec_json"])
-        if info.dtype != "float32":
-            raise invalid_argument(f"update must be float32, the stored blob is {info.dtype}")
+        masked = (
+            task.kind == scheduler_pb2.TASK_KIND_TRAIN
+            and JobSpec.from_json(job["spec_json"]).protection == "secagg"
+        )
+        expected_dtype = "uint32" if masked else "float32"  # masked inputs live in the ring
+        if info.dtype != expected_dtype:
+            raise invalid_argument(
+                f"update must be {expected_dtype}, the stored blob is {info.dtype}"
+            )
         if task.kind == scheduler_pb2.TASK_KIND_INITIALIZE:
             expected = request.manifest.num_parameters
             layout = sum(_numel(t.shape) for t in request.manifest.tensors)
@@ -600,8 +629,17 @@ class Scheduler:
                     client_id="decrypted-sum", digest=runtime.sum_digest, num_examples=1
                 )
             ]
+        secagg = runtime.secagg
+        protection = "paillier" if runtime.pass_kind == "ciphertexts" else ""
+        if secagg is not None and secagg.unmasking is not None:
+            protection = "secagg"
         return aggregator_pb2.Shard(
-            protection="paillier" if runtime.pass_kind == "ciphertexts" else "",
+            protection=protection,
+            secagg_json=(
+                secagg.shard_json(len(updates))
+                if secagg is not None and protection == "secagg"
+                else ""
+            ),
             public_key=bytes.fromhex(job["public_key"]) if job["public_key"] else b"",
             input_scale=runtime.input_scale,
             shard_id=shard.shard_id,
@@ -692,6 +730,16 @@ class Scheduler:
                     self._retry_round(job, spec, runtime, "no initial model before the deadline")
         elif phase == Phase.SELECTING:
             self._select(job, spec, runtime)
+        elif phase == Phase.ADVERTISING:
+            self._advance_advertising(job, spec, runtime, now)
+        elif phase == Phase.SHARING:
+            self._drop_lost_clients(job, spec, runtime)
+            if runtime.finished >= set(runtime.selected) or now > runtime.deadline:
+                self._close_sharing(job, spec, runtime)
+        elif phase == Phase.UNMASKING:
+            self._drop_lost_clients(job, spec, runtime)
+            if runtime.finished >= set(runtime.selected) or now > runtime.deadline:
+                self._close_unmasking(job, spec, runtime)
         elif phase == Phase.TRAINING:
             self._drop_lost_clients(job, spec, runtime)
             if runtime.finished >= set(runtime.selected) or now > runtime.deadline:
@@ -742,6 +790,21 @@ class Scheduler:
             deadline_unix=deadline,
             manifest=manifest,
         )
+        state = self._runtime[job["job_id"]].secagg
+        if state is not None:
+            runtime = self._runtime[job["job_id"]]
+            task.protection = "secagg"
+            task.total_examples = runtime.total_examples
+            if kind == scheduler_pb2.TASK_KIND_SECAGG_UNMASK:
+                task.secagg.CopyFrom(
+                    state.message(
+                        survivors=sorted(runtime.selected),
+                        dropped=sorted(set(state.shared) - set(runtime.selected)),
+                        shares_for_you=state.shares_for(client_id),
+                    )
+                )
+            else:
+                task.secagg.CopyFrom(state.message())
         if job["public_key"]:
             spec = JobSpec.from_json(job["spec_json"])
             task.protection = spec.protection
@@ -851,7 +914,7 @@ class Scheduler:
         runtime.selected = {client_id: alive[client_id] for client_id in chosen}
         runtime.finished = set()
         self._store.open_round(job["job_id"], job["round"], job["attempt"], job["model_version"])
-        if spec.protection == "paillier":
+        if spec.protection != "none":
             examples = self._clients.examples(spec.dataset)
             runtime.total_examples = float(sum(examples.get(c, 0) for c in chosen)) or 1.0
         self._store.update_round(
@@ -860,10 +923,18 @@ class Scheduler:
             selected=runtime.selected,
             total_examples=runtime.total_examples,
         )
-        self._to_phase(job, Phase.TRAINING, runtime)
         runtime.deadline = self._clock() + spec.round_timeout_s
+        if spec.protection == "secagg":
+            runtime.secagg = SecAggState(
+                job["job_id"], key_round(job["round"], job["attempt"]), spec.secagg.clip
+            )
+            self._to_phase(job, Phase.ADVERTISING, runtime)
+            kind = scheduler_pb2.TASK_KIND_SECAGG_ADVERTISE
+        else:
+            self._to_phase(job, Phase.TRAINING, runtime)
+            kind = scheduler_pb2.TASK_KIND_TRAIN
         for client_id, site in runtime.selected.items():
-            self._new_task(job, scheduler_pb2.TASK_KIND_TRAIN, client_id, site, runtime.deadline)
+            self._new_task(job, kind, client_id, site, runtime.deadline)
         CLIENTS_SELECTED.labels(job["job_id"]).inc(len(chosen))
         CURRENT_ROUND.labels(job["job_id"]).set(job["round"])
         log.info(
@@ -901,8 +972,122 @@ class Scheduler:
             participants=sorted(u.site for u in updates),
             dropped=dropped,
         )
+        if runtime.secagg is not None:
+            self._open_unmasking(job, spec, runtime, [u.client_id for u in updates])
+            return
         self._to_phase(job, Phase.AGGREGATING, runtime)
         self._plan_aggregation(job, runtime)
+
+    # secure aggregation ------------------------------------------------------------------------
+    def _advance_advertising(
+        self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime, now: float
+    ) -> None:
+        """Clients publish their round keys to the keymanager; the round goes on with those
+        that did (U1) once all have, or at the deadline."""
+        state = runtime.secagg
+        assert state is not None and self._round_keys is not None
+        published = set(self._round_keys.round_keys(job["job_id"], state.key_round))
+        runtime.finished = published & set(runtime.selected)
+        self._drop_lost_clients(job, spec, runtime)
+        if not (runtime.finished >= set(runtime.selected) or now > runtime.deadline):
+            return
+        advertised = sorted(published & set(runtime.selected))
+        if len(advertised) < max(spec.min_clients, 2):
+            self._retry_round(job, spec, runtime, f"{len(advertised)} clients published round keys")
+            return
+        self._drop_tasks(job["job_id"])
+        state.fix_graph(advertised, spec)
+        runtime.selected = {c: runtime.selected[c] for c in advertised}
+        runtime.finished = set()
+        self._to_phase(job, Phase.SHARING, runtime)
+        runtime.deadline = now + spec.round_timeout_s
+        for client_id, site in runtime.selected.items():
+            self._new_task(
+                job, scheduler_pb2.TASK_KIND_SECAGG_SHARE, client_id, site, runtime.deadline
+            )
+
+    def _close_sharing(self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime) -> None:
+        state = runtime.secagg
+        assert state is not None
+        self._drop_tasks(job["job_id"])
+        shared = sorted(runtime.finished & set(runtime.selected))
+        if len(shared) < max(spec.min_clients, state.threshold):
+            self._retry_round(
+                job,
+                spec,
+                runtime,
+                f"{len(shared)} clients shared their keys; threshold {state.threshold}",
+            )
+            return
+        state.shared = shared
+        state.shares = [s for s in state.shares if s.owner in shared and s.holder in shared]
+        runtime.selected = {c: runtime.selected[c] for c in shared}
+        examples = self._clients.examples(spec.dataset)
+        runtime.total_examples = float(sum(examples.get(c, 0) for c in shared)) or 1.0
+        self._store.update_round(job["job_id"], job["round"], total_examples=runtime.total_examples)
+        runtime.finished = set()
+        self._to_phase(job, Phase.TRAINING, runtime)
+        runtime.deadline = self._clock() + spec.round_timeout_s
+        for client_id, site in runtime.selected.items():
+            self._new_task(job, scheduler_pb2.TASK_KIND_TRAIN, client_id, site, runtime.deadline)
+
+    def _open_unmasking(
+        self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime, survivors: list[str]
+    ) -> None:
+        runtime.selected = {c: runtime.selected[c] for c in survivors if c in runtime.selected}
+        runtime.finished = set()
+        self._to_phase(job, Phase.UNMASKING, runtime)
+        runtime.deadline = self._clock() + spec.round_timeout_s
+        for client_id, site in runtime.selected.items():
+            self._new_task(
+                job, scheduler_pb2.TASK_KIND_SECAGG_UNMASK, client_id, site, runtime.deadline
+            )
+
+    def _close_unmasking(self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime) -> None:
+        state = runtime.secagg
+        assert state is not None and self._round_keys is not None
+        self._drop_tasks(job["job_id"])
+        survivors = sorted(runtime.selected)
+        try:
+            state.reconstruct(
+                self._round_keys.round_keys(job["job_id"], state.key_round), survivors
+            )
+        except ValueError as error:  # ProtocolError: too few reveals, bad shares
+            self._retry_round(job, spec, runtime, f"unmasking failed: {error}")
+            return
+        updates = self._store.updates(job["job_id"], job["round"], job["attempt"])
+        runtime.input_scale = runtime.total_examples / sum(u.num_examples for u in updates)
+        self._to_phase(job, Phase.AGGREGATING, runtime)
+        self._plan_aggregation(job, runtime)
+
+    def secagg_submit(self, request: scheduler_pb2.SecAggSubmitRequest) -> None:
+        with self._wake:
+            task = self._tasks.get(request.task_id)
+            if task is None or task.kind not in (
+                scheduler_pb2.TASK_KIND_SECAGG_SHARE,
+                scheduler_pb2.TASK_KIND_SECAGG_UNMASK,
+            ):
+                raise failed_precondition(f"secure-aggregation task {request.task_id} is not open")
+            if task.client_id != request.client_id:
+                raise permission_denied(f"task {request.task_id} belongs to another client")
+            runtime = self._runtime[task.job_id]
+            state = runtime.secagg
+            assert state is not None
+            if task.kind == scheduler_pb2.TASK_KIND_SECAGG_SHARE:
+                for share in request.shares:
+                    if share.owner != request.client_id or share.holder not in state.advertised:
+                        raise invalid_argument(
+                            "a share must be the sender's own, for an advertised client"
+                        )
+                state.shares.extend(request.shares)
+            else:
+                try:
+                    state.reveals.extend(reveal_from_message(r) for r in request.reveals)
+                except ValueError as error:
+                    raise invalid_argument(str(error)) from None
+            runtime.finished.add(task.client_id)
+            del self._tasks[task.task_id]
+            self._wake.notify_all()
 
     def _retry_round(
         self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime, reason: str
@@ -921,7 +1106,7 @@ class Scheduler:
         restart = Phase.INITIALIZING if job["round"] == 0 else Phase.SELECTING
         self._to_phase(job, restart, runtime)
         self._store.update_job(job["job_id"], attempt=job["attempt"] + 1)
-        runtime.selected, runtime.finished = {}, set()
+        runtime.selected, runtime.finished, runtime.secagg = {}, set(), None
 
     def _plan_aggregation(self, job: Mapping[str, Any], runtime: RoundRuntime) -> None:
         """Shards over coordinates; under Paillier, first over ciphertexts (their products are
@@ -995,6 +1180,7 @@ class Scheduler:
             )
         )
         runtime.shards, runtime.sum_digest, runtime.input_scale = [], "", 1.0
+        runtime.secagg = None
         self._store.update_job(
             job["job_id"], model_version=record.version, server_state=json.dumps(state)
         )

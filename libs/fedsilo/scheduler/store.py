@@ -92,7 +92,10 @@ class JobState(StrEnum):
 class Phase(StrEnum):
     INITIALIZING = "initializing"
     SELECTING = "selecting"
+    ADVERTISING = "advertising"  # secure aggregation: round keys to the keymanager
+    SHARING = "sharing"  # secure aggregation: sealed Shamir shares
     TRAINING = "training"
+    UNMASKING = "unmasking"  # secure aggregation: survivors reveal shares
     AGGREGATING = "aggregating"
     EVALUATING = "evaluating"
     DONE = "done"

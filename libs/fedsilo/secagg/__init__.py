@@ -20,6 +20,7 @@ from fedsilo.secagg.masking import (
 )
 from fedsilo.secagg.prg import SEED_BYTES, expand_mask, new_seed
 from fedsilo.secagg.protocol import (
+    KEY_ALGORITHM,
     AdvertisedKeys,
     ClientRound,
     ProtocolError,
@@ -33,6 +34,7 @@ from fedsilo.secagg.quantize import RingSpec, dequantize_sum, quantization_step,
 from fedsilo.secagg.shamir import Share, combine_shares, share_secret
 
 __all__ = [
+    "KEY_ALGORITHM",
     "SEED_BYTES",
     "AdvertisedKeys",
     "ClientKeys",

@@ -37,6 +37,8 @@ from fedsilo.secagg.prg import new_seed
 from fedsilo.secagg.shamir import SECRET_BYTES, Share, combine_shares, share_secret
 
 RingVector = NDArray[np.uint32]
+# How advertised keys are labelled in the keymanager's directory.
+KEY_ALGORITHM = "x25519-mask+x25519-share"
 Kind = Literal["self_seed", "mask_key"]
 
 

@@ -31,6 +31,10 @@ class _TaskKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TaskKind.Val
     TASK_KIND_INITIALIZE: _TaskKind.ValueType  # 2
     TASK_KIND_TRAIN: _TaskKind.ValueType  # 3
     TASK_KIND_EVALUATE: _TaskKind.ValueType  # 4
+    TASK_KIND_SECAGG_ADVERTISE: _TaskKind.ValueType  # 5
+    """Secure aggregation: publish round keys to the keymanager; share; reveal."""
+    TASK_KIND_SECAGG_SHARE: _TaskKind.ValueType  # 6
+    TASK_KIND_SECAGG_UNMASK: _TaskKind.ValueType  # 7
 
 class TaskKind(_TaskKind, metaclass=_TaskKindEnumTypeWrapper): ...
 
@@ -39,7 +43,169 @@ TASK_KIND_NONE: TaskKind.ValueType  # 1
 TASK_KIND_INITIALIZE: TaskKind.ValueType  # 2
 TASK_KIND_TRAIN: TaskKind.ValueType  # 3
 TASK_KIND_EVALUATE: TaskKind.ValueType  # 4
+TASK_KIND_SECAGG_ADVERTISE: TaskKind.ValueType  # 5
+"""Secure aggregation: publish round keys to the keymanager; share; reveal."""
+TASK_KIND_SECAGG_SHARE: TaskKind.ValueType  # 6
+TASK_KIND_SECAGG_UNMASK: TaskKind.ValueType  # 7
 Global___TaskKind: _TypeAlias = TaskKind  # noqa: Y015
+
+@_typing.final
+class SecAggShare(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    CIPHERTEXT_FIELD_NUMBER: _builtins.int
+    owner: _builtins.str
+    holder: _builtins.str
+    ciphertext: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        owner: _builtins.str = ...,
+        holder: _builtins.str = ...,
+        ciphertext: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ciphertext", b"ciphertext", "holder", b"holder", "owner", b"owner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggShare: _TypeAlias = SecAggShare  # noqa: Y015
+
+@_typing.final
+class SecAggReveal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    owner: _builtins.str
+    kind: _builtins.str
+    """"self_seed" or "mask_key" """
+    index: _builtins.int
+    value: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        owner: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        index: _builtins.int = ...,
+        value: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "kind", b"kind", "owner", b"owner", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggReveal: _TypeAlias = SecAggReveal  # noqa: Y015
+
+@_typing.final
+class SecAggRound(_message.Message):
+    """What a client needs at each step of a secure-aggregation round. Public keys are not relayed
+    by the scheduler: clients read them from the keymanager's directory.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEGREE_FIELD_NUMBER: _builtins.int
+    THRESHOLD_FIELD_NUMBER: _builtins.int
+    GRAPH_SEED_FIELD_NUMBER: _builtins.int
+    ADVERTISED_FIELD_NUMBER: _builtins.int
+    SHARED_FIELD_NUMBER: _builtins.int
+    SURVIVORS_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    SHARES_FOR_YOU_FIELD_NUMBER: _builtins.int
+    CLIP_FIELD_NUMBER: _builtins.int
+    RING_CLIENTS_FIELD_NUMBER: _builtins.int
+    KEY_ROUND_FIELD_NUMBER: _builtins.int
+    degree: _builtins.int
+    threshold: _builtins.int
+    graph_seed: _builtins.bytes
+    clip: _builtins.float
+    ring_clients: _builtins.int
+    key_round: _builtins.int
+    """Keys and pairwise seeds are per (round, attempt): the key directory's round number."""
+    @_builtins.property
+    def advertised(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def shared(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def survivors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def dropped(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def shares_for_you(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecAggShare]: ...
+    def __init__(
+        self,
+        *,
+        degree: _builtins.int = ...,
+        threshold: _builtins.int = ...,
+        graph_seed: _builtins.bytes = ...,
+        advertised: _abc.Iterable[_builtins.str] | None = ...,
+        shared: _abc.Iterable[_builtins.str] | None = ...,
+        survivors: _abc.Iterable[_builtins.str] | None = ...,
+        dropped: _abc.Iterable[_builtins.str] | None = ...,
+        shares_for_you: _abc.Iterable[Global___SecAggShare] | None = ...,
+        clip: _builtins.float = ...,
+        ring_clients: _builtins.int = ...,
+        key_round: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advertised", b"advertised", "clip", b"clip", "degree", b"degree", "dropped", b"dropped", "graph_seed", b"graph_seed", "key_round", b"key_round", "ring_clients", b"ring_clients", "shared", b"shared", "shares_for_you", b"shares_for_you", "survivors", b"survivors", "threshold", b"threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggRound: _TypeAlias = SecAggRound  # noqa: Y015
+
+@_typing.final
+class SecAggSubmitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    SHARES_FIELD_NUMBER: _builtins.int
+    REVEALS_FIELD_NUMBER: _builtins.int
+    client_id: _builtins.str
+    task_id: _builtins.str
+    @_builtins.property
+    def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecAggShare]: ...
+    @_builtins.property
+    def reveals(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecAggReveal]: ...
+    def __init__(
+        self,
+        *,
+        client_id: _builtins.str = ...,
+        task_id: _builtins.str = ...,
+        shares: _abc.Iterable[Global___SecAggShare] | None = ...,
+        reveals: _abc.Iterable[Global___SecAggReveal] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "reveals", b"reveals", "shares", b"shares", "task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggSubmitRequest: _TypeAlias = SecAggSubmitRequest  # noqa: Y015
+
+@_typing.final
+class SecAggSubmitResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecAggSubmitResponse: _TypeAlias = SecAggSubmitResponse  # noqa: Y015
 
 @_typing.final
 class Task(_message.Message):
@@ -57,6 +223,7 @@ class Task(_message.Message):
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     TOTAL_EXAMPLES_FIELD_NUMBER: _builtins.int
     PACKING_JSON_FIELD_NUMBER: _builtins.int
+    SECAGG_FIELD_NUMBER: _builtins.int
     kind: Global___TaskKind.ValueType
     task_id: _builtins.str
     job_id: _builtins.str
@@ -75,6 +242,8 @@ class Task(_message.Message):
     packing_json: _builtins.str
     @_builtins.property
     def manifest(self) -> _common_pb2.ModelManifest: ...
+    @_builtins.property
+    def secagg(self) -> Global___SecAggRound: ...
     def __init__(
         self,
         *,
@@ -90,10 +259,11 @@ class Task(_message.Message):
         public_key: _builtins.bytes = ...,
         total_examples: _builtins.float = ...,
         packing_json: _builtins.str = ...,
+        secagg: Global___SecAggRound | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["manifest", b"manifest"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["manifest", b"manifest", "secagg", b"secagg"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_unix", b"deadline_unix", "job_id", b"job_id", "job_spec_json", b"job_spec_json", "kind", b"kind", "manifest", b"manifest", "model_version", b"model_version", "packing_json", b"packing_json", "protection", b"protection", "public_key", b"public_key", "round", b"round", "task_id", b"task_id", "total_examples", b"total_examples"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_unix", b"deadline_unix", "job_id", b"job_id", "job_spec_json", b"job_spec_json", "kind", b"kind", "manifest", b"manifest", "model_version", b"model_version", "packing_json", b"packing_json", "protection", b"protection", "public_key", b"public_key", "round", b"round", "secagg", b"secagg", "task_id", b"task_id", "total_examples", b"total_examples"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -55,6 +55,11 @@ class SchedulerStub:
                 request_serializer=fedsilo_dot_v1_dot_scheduler__pb2.DeclineTaskRequest.SerializeToString,
                 response_deserializer=fedsilo_dot_v1_dot_scheduler__pb2.DeclineTaskResponse.FromString,
                 _registered_method=True)
+        self.SecAggSubmit = channel.unary_unary(
+                '/fedsilo.v1.Scheduler/SecAggSubmit',
+                request_serializer=fedsilo_dot_v1_dot_scheduler__pb2.SecAggSubmitRequest.SerializeToString,
+                response_deserializer=fedsilo_dot_v1_dot_scheduler__pb2.SecAggSubmitResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -88,6 +93,13 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SecAggSubmit(self, request, context):
+        """Secure aggregation: the sealed shares a client made, or the shares it reveals.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +122,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.DeclineTask,
                     request_deserializer=fedsilo_dot_v1_dot_scheduler__pb2.DeclineTaskRequest.FromString,
                     response_serializer=fedsilo_dot_v1_dot_scheduler__pb2.DeclineTaskResponse.SerializeToString,
+            ),
+            'SecAggSubmit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecAggSubmit,
+                    request_deserializer=fedsilo_dot_v1_dot_scheduler__pb2.SecAggSubmitRequest.FromString,
+                    response_serializer=fedsilo_dot_v1_dot_scheduler__pb2.SecAggSubmitResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +238,33 @@ class Scheduler:
             '/fedsilo.v1.Scheduler/DeclineTask',
             fedsilo_dot_v1_dot_scheduler__pb2.DeclineTaskRequest.SerializeToString,
             fedsilo_dot_v1_dot_scheduler__pb2.DeclineTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecAggSubmit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsilo.v1.Scheduler/SecAggSubmit',
+            fedsilo_dot_v1_dot_scheduler__pb2.SecAggSubmitRequest.SerializeToString,
+            fedsilo_dot_v1_dot_scheduler__pb2.SecAggSubmitResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,8 @@ class SchedulerStub:
     ReportEvaluation: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ReportEvaluationRequest, _scheduler_pb2.ReportEvaluationResponse]
     DeclineTask: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.DeclineTaskRequest, _scheduler_pb2.DeclineTaskResponse]
     """The client cannot do the task (its site policy refuses it, its data is missing, ...)."""
+    SecAggSubmit: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.SecAggSubmitRequest, _scheduler_pb2.SecAggSubmitResponse]
+    """Secure aggregation: the sealed shares a client made, or the shares it reveals."""
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
@@ -53,6 +55,8 @@ class SchedulerAsyncStub(SchedulerStub):
     ReportEvaluation: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ReportEvaluationRequest, _scheduler_pb2.ReportEvaluationResponse]  # type: ignore[assignment]
     DeclineTask: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.DeclineTaskRequest, _scheduler_pb2.DeclineTaskResponse]  # type: ignore[assignment]
     """The client cannot do the task (its site policy refuses it, its data is missing, ...)."""
+    SecAggSubmit: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.SecAggSubmitRequest, _scheduler_pb2.SecAggSubmitResponse]  # type: ignore[assignment]
+    """Secure aggregation: the sealed shares a client made, or the shares it reveals."""
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     """The client-facing side of the scheduler: tasks out, results in."""
@@ -87,5 +91,13 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.DeclineTaskResponse, _abc.Awaitable[_scheduler_pb2.DeclineTaskResponse]]:
         """The client cannot do the task (its site policy refuses it, its data is missing, ...)."""
+
+    @_abc_1.abstractmethod
+    def SecAggSubmit(
+        self,
+        request: _scheduler_pb2.SecAggSubmitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.SecAggSubmitResponse, _abc.Awaitable[_scheduler_pb2.SecAggSubmitResponse]]:
+        """Secure aggregation: the sealed shares a client made, or the shares it reveals."""
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
