@@ -97,7 +97,7 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _protection_fits(self) -> JobSpec:
-        if self.protection != "none":
+        if self.protection == "paillier":
             if self.privacy is not None and self.privacy.mode == "client":
                 raise ValueError(
                     "privacy.mode 'client' adds noise at the aggregator, which sees only "

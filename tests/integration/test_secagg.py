@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from fedsilo.modelstore.client import ModelStoreClient
+from fedsilo.privacy import epsilon_after
 from fedsilo.secagg import KEY_ALGORITHM, AdvertisedKeys, ClientRound, RoundConfig
 from fedsilo.v1 import keymanager_pb2, registry_pb2, scheduler_pb2
 
@@ -199,3 +200,26 @@ def test_malformed_masked_inputs_are_rejected_and_the_round_completes(
     assert status["state"] == "completed", status["error"]
     round_1 = next(h for h in status["history"] if h["round"] == 1)
     assert round_1["participants"] == ["cleveland", "hungarian", "switzerland", "va"]
+
+
+def test_distributed_dp_under_secagg(federation: Federation) -> None:
+    def job(noise: float, protection: str) -> dict[str, object]:
+        privacy = {"mode": "client", "clip_norm": 0.05, "noise_multiplier": noise}
+        return federation.run_job(
+            small_job({"name": "fedavg"}, rounds=2, seed=9, privacy=privacy, protection=protection)
+        )
+
+    plain = job(0.0, "none")
+    masked = job(0.0, "secagg")
+    assert masked["state"] == "completed", masked["error"]
+    # same clipping, same equal weighting of sites: the same model, to quantization
+    np.testing.assert_allclose(
+        _final_model(federation, masked), _final_model(federation, plain), atol=1e-5
+    )
+    noisy = job(1.0, "secagg")
+    assert noisy["state"] == "completed", noisy["error"]
+    assert not np.allclose(
+        _final_model(federation, noisy), _final_model(federation, masked), atol=1e-3
+    )  # the sites' noise shares are in the sum
+    spent = [h["epsilon"] for h in noisy["history"] if h["round"] > 0]
+    assert spent == pytest.approx([epsilon_after(r, 1.0, 1.0, 1e-5) for r in (1, 2)])

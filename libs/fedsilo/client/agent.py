@@ -27,7 +27,13 @@ from fedsilo.learning import build_model, evaluate, flatten, load_flat, manifest
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.paillier import encrypt_update, public_key_from_bytes
 from fedsilo.policy import policy_violation, site_privacy
-from fedsilo.privacy import DifferentialPrivacy, PrivacyAccountant, clip_update
+from fedsilo.privacy import (
+    DifferentialPrivacy,
+    PrivacyAccountant,
+    add_gaussian_noise,
+    clip_update,
+    noise_std_per_client,
+)
 from fedsilo.secagg import (
     KEY_ALGORITHM,
     AdvertisedKeys,
@@ -229,7 +235,20 @@ class ClientAgent:
         payload, dtype = vector.astype("<f4").tobytes(), "float32"
         if task.protection == "secagg" and task.kind == scheduler_pb2.TASK_KIND_TRAIN:
             ring = RingSpec(clip=task.secagg.clip, num_clients=task.secagg.ring_clients)
-            weighted = vector * (num_examples / task.total_examples)
+            spec = JobSpec.from_json(task.job_spec_json)
+            if spec.privacy is not None and spec.privacy.mode == "client":
+                # Distributed DP: every site weighs the same and adds its share of the noise;
+                # any sum of at least min_clients sites carries noise of std z·C.
+                std = noise_std_per_client(
+                    spec.privacy.clip_norm,
+                    spec.privacy.require_noise_multiplier(),
+                    spec.min_clients,
+                    distributed=True,
+                )
+                vector = add_gaussian_noise(vector, std, np.random.default_rng())
+                weighted = vector / task.total_examples
+            else:
+                weighted = vector * (num_examples / task.total_examples)
             quantized = quantize(weighted, ring, rng=np.random.default_rng())
             payload = (
                 self._secagg_round(task)

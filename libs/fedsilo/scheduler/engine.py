@@ -653,9 +653,12 @@ class Scheduler:
             algorithm_json=spec.algorithm.model_dump_json(),
             server_state=json.loads(job["server_state"]),
             lease_expires_unix=shard.lease_expires,
+            # Under secure aggregation the sites already added their shares of the noise.
             privacy_json=(
                 spec.privacy.model_dump_json()
-                if spec.privacy is not None and spec.privacy.mode == "client"
+                if spec.privacy is not None
+                and spec.privacy.mode == "client"
+                and protection != "secagg"
                 else ""
             ),
         )
@@ -1024,6 +1027,8 @@ class Scheduler:
         runtime.selected = {c: runtime.selected[c] for c in shared}
         examples = self._clients.examples(spec.dataset)
         runtime.total_examples = float(sum(examples.get(c, 0) for c in shared)) or 1.0
+        if client_level_dp(spec):  # sites count equally: each weighs 1 / |U2|
+            runtime.total_examples = float(len(shared))
         self._store.update_round(job["job_id"], job["round"], total_examples=runtime.total_examples)
         runtime.finished = set()
         self._to_phase(job, Phase.TRAINING, runtime)
@@ -1056,7 +1061,8 @@ class Scheduler:
             self._retry_round(job, spec, runtime, f"unmasking failed: {error}")
             return
         updates = self._store.updates(job["job_id"], job["round"], job["attempt"])
-        runtime.input_scale = runtime.total_examples / sum(u.num_examples for u in updates)
+        weights = len(updates) if client_level_dp(spec) else sum(u.num_examples for u in updates)
+        runtime.input_scale = runtime.total_examples / weights
         self._to_phase(job, Phase.AGGREGATING, runtime)
         self._plan_aggregation(job, runtime)
 
@@ -1287,6 +1293,10 @@ def encrypted_update_bytes(job: Mapping[str, Any]) -> int:
     public_key = public_key_from_bytes(bytes.fromhex(job["public_key"]))
     count = spec.paillier.packing().num_ciphertexts(job_manifest(job).num_parameters)
     return int(count * ciphertext_bytes(public_key))
+
+
+def client_level_dp(spec: JobSpec) -> bool:
+    return spec.privacy is not None and spec.privacy.mode == "client"
 
 
 def resolve_privacy(spec: JobSpec) -> JobSpec:
