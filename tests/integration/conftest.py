@@ -25,7 +25,13 @@ from fedsilo.client.enrollment import IdentityFiles, client_tls, enroll_with_tok
 from fedsilo.federations import heart_disease
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.rpc.channels import connect
-from fedsilo.v1 import keymanager_pb2_grpc, registry_pb2, registry_pb2_grpc, scheduler_pb2_grpc
+from fedsilo.v1 import (
+    keymanager_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 HEART_DATA = (REPO / ".." / "shared" / "data" / "fed_heart_disease").resolve()
@@ -83,6 +89,22 @@ class Site:
     scheduler: scheduler_pb2_grpc.SchedulerStub
     models: ModelStoreClient
     keymanager: keymanager_pb2_grpc.KeyManagerStub
+
+
+def wait_for_training(site: Site, job_id: str) -> scheduler_pb2.Task:
+    """Long-poll until the site is asked to train for the job; decline anything else."""
+    while True:
+        task = site.scheduler.WaitForTask(
+            scheduler_pb2.WaitForTaskRequest(client_id=site.client_id, wait_s=10)
+        )
+        assert task.kind != scheduler_pb2.TASK_KIND_NONE, f"{site.client_id} was never selected"
+        if task.kind == scheduler_pb2.TASK_KIND_TRAIN and task.job_id == job_id:
+            return task
+        site.scheduler.DeclineTask(
+            scheduler_pb2.DeclineTaskRequest(
+                client_id=site.client_id, task_id=task.task_id, reason="test: only training"
+            )
+        )
 
 
 def enroll_site(federation: Federation, folder: Path, site: str, dataset: str) -> Site:

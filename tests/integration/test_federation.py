@@ -25,7 +25,7 @@ from fedsilo.learning import build_model
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.v1 import registry_pb2, scheduler_pb2
 
-from .conftest import Federation, Site, enroll_site, small_job
+from .conftest import Federation, Site, enroll_site, small_job, wait_for_training
 
 pytestmark = pytest.mark.slow
 
@@ -124,7 +124,7 @@ def test_bad_updates_are_rejected_with_the_right_status_and_the_round_goes_on(
     rogue_site = enroll_site(federation, tmp_path, "rogue", "heart-disease")
     outsider_site = enroll_site(federation, tmp_path, "outsider", "another-dataset")
     rogue, outsider = rogue_site.client_id, outsider_site.client_id
-    scheduler, models = rogue_site.scheduler, rogue_site.models
+    models = rogue_site.models
     stop = threading.Event()
 
     def keep_alive() -> None:
@@ -139,18 +139,7 @@ def test_bad_updates_are_rejected_with_the_right_status_and_the_round_goes_on(
         job = federation.api.submit_job(
             small_job({"name": "fedavg"}, rounds=1, local_steps=3000, evaluation_timeout_s=5)
         )
-        while True:
-            task = scheduler.WaitForTask(
-                scheduler_pb2.WaitForTaskRequest(client_id=rogue, wait_s=10)
-            )
-            assert task.kind != scheduler_pb2.TASK_KIND_NONE, "rogue was never selected"
-            if task.kind == scheduler_pb2.TASK_KIND_TRAIN and task.job_id == job["job_id"]:
-                break
-            scheduler.DeclineTask(
-                scheduler_pb2.DeclineTaskRequest(
-                    client_id=rogue, task_id=task.task_id, reason="test: not evaluating"
-                )
-            )
+        task = wait_for_training(rogue_site, job["job_id"])
         size = task.manifest.num_parameters
         good = models.upload(np.zeros(size, "<f4").tobytes(), dtype="float32").ref
 

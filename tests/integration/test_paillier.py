@@ -22,7 +22,7 @@ from fedsilo.v1 import (
     scheduler_pb2,
 )
 
-from .conftest import Federation, enroll_site, small_job
+from .conftest import Federation, enroll_site, small_job, wait_for_training
 
 pytestmark = pytest.mark.slow
 PAILLIER = {"key_bits": 1024, "clip": 0.5}
@@ -124,18 +124,7 @@ def test_malformed_encrypted_uploads_are_rejected_and_the_round_completes(
                 paillier=PAILLIER,
             )
         )
-        while True:
-            task = rogue.scheduler.WaitForTask(
-                scheduler_pb2.WaitForTaskRequest(client_id=rogue.client_id, wait_s=10)
-            )
-            assert task.kind != scheduler_pb2.TASK_KIND_NONE, "rogue was never selected"
-            if task.kind == scheduler_pb2.TASK_KIND_TRAIN and task.job_id == job["job_id"]:
-                break
-            rogue.scheduler.DeclineTask(
-                scheduler_pb2.DeclineTaskRequest(
-                    client_id=rogue.client_id, task_id=task.task_id, reason="test"
-                )
-            )
+        task = wait_for_training(rogue, job["job_id"])
         assert task.protection == "paillier" and task.public_key
 
         def submit(payload: bytes) -> grpc.StatusCode:
