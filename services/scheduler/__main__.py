@@ -60,21 +60,21 @@ class RegistryDirectory:
     def __init__(self, stub: registry_pb2_grpc.RegistryStub) -> None:
         self._stub = stub
 
-    def alive_clients(self, dataset: str) -> dict[str, str]:
+    def _alive(self, dataset: str) -> list[registry_pb2.Client]:
         response = self._stub.ListClients(
             registry_pb2.ListClientsRequest(alive_only=True, dataset=dataset), timeout=10
         )
-        return {client.client_id: client.site for client in response.clients}
+        return list(response.clients)
+
+    def alive_clients(self, dataset: str) -> dict[str, str]:
+        return {client.client_id: client.site for client in self._alive(dataset)}
 
     def examples(self, dataset: str) -> dict[str, int]:
-        response = self._stub.ListClients(
-            registry_pb2.ListClientsRequest(alive_only=True, dataset=dataset), timeout=10
-        )
         return {
             client.client_id: sum(
                 d.num_train for d in client.capabilities.datasets if d.name == dataset
             )
-            for client in response.clients
+            for client in self._alive(dataset)
         }
 
 

@@ -4,7 +4,6 @@ chosen at run time, the four hospitals read their own files from ../shared/data.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 
 from fedsilo.cli.api import OperatorApi
 from fedsilo.cli.demo import start_heart_federation
-from fedsilo.cli.up import LocalControlPlane
+from fedsilo.cli.up import LocalControlPlane, free_port
 from fedsilo.client.enrollment import IdentityFiles, client_tls, enroll_with_token
 from fedsilo.federations import heart_disease
 from fedsilo.modelstore.client import ModelStoreClient
@@ -167,13 +166,6 @@ ACCESS_KEY = "fedsilo-test"
 SECRET_KEY = "fedsilo-test-secret"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _wait_until_answering(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -195,7 +187,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     No MinIO server binary can be installed on this machine, so moto's standalone server
     stands in; fedsilo talks to it with the same minio client it uses against MinIO."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
     moto_server = Path(sys.executable).parent / "moto_server"
     with log.open("wb") as log_file:

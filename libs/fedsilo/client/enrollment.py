@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 
 from fedsilo.pki import generate_key, key_pem, make_csr
-from fedsilo.pki.bootstrap import write_private
+from fedsilo.pki.files import write_private
 from fedsilo.rpc.channels import CHANNEL_OPTIONS
 from fedsilo.rpc.tls import TlsConfig
 from fedsilo.v1 import registry_pb2, registry_pb2_grpc

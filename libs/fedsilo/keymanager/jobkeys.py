@@ -24,7 +24,7 @@ from fedsilo.paillier import (
     public_key_to_bytes,
     verify_sample,
 )
-from fedsilo.pki.bootstrap import write_private
+from fedsilo.pki.files import write_private
 
 # Ciphertext positions recomputed from the stored uploads before any decryption.
 VERIFY_SAMPLE = 16

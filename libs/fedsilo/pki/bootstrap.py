@@ -7,23 +7,16 @@ Everything is written under the state folder, never into the repository; keys ar
 from __future__ import annotations
 
 import datetime as dt
-import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedsilo.pki.ca import CertificateAuthority, generate_key, key_pem, make_csr
+from fedsilo.pki.files import write_private
 from fedsilo.pki.identity import Identity
 
 SERVICES = ("registry", "keymanager", "scheduler", "aggregator", "modelstore")
-
-
-def write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
 
 
 @dataclass(frozen=True)

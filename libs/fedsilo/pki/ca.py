@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fedsilo.pki.files import write_private
 from fedsilo.pki.identity import Identity
 
 PrivateKey = ec.EllipticCurvePrivateKey
@@ -36,12 +36,6 @@ def make_csr(key: PrivateKey, common_name: str) -> bytes:
         .sign(key, hashes.SHA256())
     )
     return csr.public_bytes(serialization.Encoding.PEM)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
 
 
 class CertificateAuthority:
@@ -103,7 +97,7 @@ class CertificateAuthority:
             return cls(key, x509.load_pem_x509_certificate(cert_path.read_bytes()))
         directory.mkdir(parents=True, exist_ok=True)
         authority = cls.create()
-        _write_private(key_path, key_pem(authority._key))
+        write_private(key_path, key_pem(authority._key))
         cert_path.write_bytes(authority.cert_pem)
         return authority
 

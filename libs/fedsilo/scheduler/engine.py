@@ -700,11 +700,10 @@ class Scheduler:
 
     # the driver ----------------------------------------------------------------------------
     def _advance_all(self) -> None:
-        running = self._store.jobs(JobState.RUNNING)
+        jobs = self._store.jobs()
         for state in JobState:
-            JOBS.labels(state.value).set(0)
-        for job in self._store.jobs():
-            JOBS.labels(job["state"]).inc()
+            JOBS.labels(state.value).set(sum(job["state"] == state for job in jobs))
+        running = [job for job in jobs if job["state"] == JobState.RUNNING]
         pending = 0
         for job in running:
             try:
@@ -763,8 +762,7 @@ class Scheduler:
         elapsed = now - runtime.phase_started
         old = job["phase"]
         ROUND_PHASE_SECONDS.labels(job["job_id"], old).observe(elapsed)
-        rounds = {r["round"]: r for r in self._store.rounds(job["job_id"])}
-        current = rounds.get(job["round"])
+        current = self._store.round(job["job_id"], job["round"])
         if current is not None:
             phases = current["phases"]
             phases[old] = round(phases.get(old, 0.0) + elapsed, 6)
@@ -917,9 +915,8 @@ class Scheduler:
         runtime.selected = {client_id: alive[client_id] for client_id in chosen}
         runtime.finished = set()
         self._store.open_round(job["job_id"], job["round"], job["attempt"], job["model_version"])
-        if spec.protection != "none":
-            examples = self._clients.examples(spec.dataset)
-            runtime.total_examples = float(sum(examples.get(c, 0) for c in chosen)) or 1.0
+        if spec.protection == "paillier":
+            runtime.total_examples = self._total_examples(spec, chosen)
         self._store.update_round(
             job["job_id"],
             job["round"],
@@ -1009,6 +1006,11 @@ class Scheduler:
                 job, scheduler_pb2.TASK_KIND_SECAGG_SHARE, client_id, site, runtime.deadline
             )
 
+    def _total_examples(self, spec: JobSpec, clients: list[str]) -> float:
+        """The selection's examples: protected updates are weighted by n_k / this total."""
+        examples = self._clients.examples(spec.dataset)
+        return float(sum(examples.get(c, 0) for c in clients)) or 1.0
+
     def _close_sharing(self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime) -> None:
         state = runtime.secagg
         assert state is not None
@@ -1025,8 +1027,7 @@ class Scheduler:
         state.shared = shared
         state.shares = [s for s in state.shares if s.owner in shared and s.holder in shared]
         runtime.selected = {c: runtime.selected[c] for c in shared}
-        examples = self._clients.examples(spec.dataset)
-        runtime.total_examples = float(sum(examples.get(c, 0) for c in shared)) or 1.0
+        runtime.total_examples = self._total_examples(spec, shared)
         if client_level_dp(spec):  # sites count equally: each weighs 1 / |U2|
             runtime.total_examples = float(len(shared))
         self._store.update_round(job["job_id"], job["round"], total_examples=runtime.total_examples)
@@ -1124,8 +1125,8 @@ class Scheduler:
             size = packing.num_ciphertexts(num_parameters)
             width = max(1, self._config.shard_parameters // packing.slots_per_plaintext)
             runtime.pass_kind = "ciphertexts"
-            rows = {r["round"]: r for r in self._store.rounds(job["job_id"])}
-            runtime.total_examples = float(rows[job["round"]]["total_examples"]) or 1.0
+            row = self._store.round(job["job_id"], job["round"])
+            runtime.total_examples = float(row["total_examples"] if row else 0) or 1.0
         runtime.shards = [
             ShardState(
                 f"{job['job_id']}-r{job['round']}a{job['attempt']}-{runtime.pass_kind}-s{index}",
@@ -1251,8 +1252,9 @@ class Scheduler:
         self._to_phase(job, Phase.DONE, runtime)
         now = self._clock()
         self._store.update_round(job["job_id"], job["round"], ended_at=now)
-        rows = {r["round"]: r for r in self._store.rounds(job["job_id"])}
-        ROUND_SECONDS.labels(job["job_id"]).observe(now - rows[job["round"]]["started_at"])
+        row = self._store.round(job["job_id"], job["round"])
+        if row is not None:
+            ROUND_SECONDS.labels(job["job_id"]).observe(now - row["started_at"])
         summary = summarize_evaluations(
             self._store.evaluations(job["job_id"]).get(job["round"], {})
         )

@@ -174,13 +174,13 @@ class SchedulerStore:
 
     def rounds(self, job_id: str) -> list[dict[str, Any]]:
         rows = self._db.query("SELECT * FROM rounds WHERE job_id = ? ORDER BY round", (job_id,))
-        decoded = []
-        for row in rows:
-            item = dict(row)
-            for key in ("selected", "participants", "dropped", "phases"):
-                item[key] = json.loads(item[key])
-            decoded.append(item)
-        return decoded
+        return [_decode_round(row) for row in rows]
+
+    def round(self, job_id: str, round_: int) -> dict[str, Any] | None:
+        rows = self._db.query(
+            "SELECT * FROM rounds WHERE job_id = ? AND round = ?", (job_id, round_)
+        )
+        return _decode_round(rows[0]) if rows else None
 
     # updates
     def add_update(self, job_id: str, round_: int, attempt: int, update: AcceptedUpdate) -> None:
@@ -269,3 +269,10 @@ class SchedulerStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _decode_round(row: Any) -> dict[str, Any]:
+    item = dict(row)
+    for key in ("selected", "participants", "dropped", "phases"):
+        item[key] = json.loads(item[key])
+    return item
