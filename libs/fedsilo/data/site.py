@@ -27,8 +27,9 @@ class SiteConfig(BaseModel):
     policy: SitePolicy = Field(default_factory=SitePolicy)
 
     @classmethod
-    def load(cls, path: Path) -> SiteConfig:
-        """Read YAML; dataset paths that are relative resolve against the config's folder."""
+    def load(cls, path: Path, data_dir: Path | None = None) -> SiteConfig:
+        """Read YAML; relative dataset paths resolve against `data_dir`, by default the
+        config's folder (in Kubernetes the config and the data are separate volumes)."""
         try:
             data: Any = yaml.safe_load(path.read_text())
         except OSError as error:
@@ -41,7 +42,7 @@ class SiteConfig(BaseModel):
             config = cls.model_validate(data)
         except ValidationError as error:
             raise SiteConfigError(describe_validation_error(error, f"site config {path}")) from None
-        return config.resolved_against(path.parent)
+        return config.resolved_against(data_dir or path.parent)
 
     def resolved_against(self, folder: Path) -> SiteConfig:
         """A copy whose relative dataset paths are taken relative to `folder`."""

@@ -87,17 +87,29 @@ class CertificateAuthority:
         )
         return cls(key, certificate)
 
+    @property
+    def key_pem(self) -> bytes:
+        """The CA's private key: for the CA's own storage (a 0600 file or a Secret) only."""
+        return key_pem(self._key)
+
+    @classmethod
+    def from_pem(cls, key: bytes, certificate: bytes, source: str = "CA") -> CertificateAuthority:
+        loaded = serialization.load_pem_private_key(key, password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{source}: the CA key is not an EC private key")
+        cert = x509.load_pem_x509_certificate(certificate)
+        if cert.public_key() != loaded.public_key():
+            raise ValueError(f"{source}: the CA certificate does not belong to the CA key")
+        return cls(loaded, cert)
+
     @classmethod
     def load_or_create(cls, directory: Path) -> CertificateAuthority:
         key_path, cert_path = directory / cls.KEY_FILE, directory / cls.CERT_FILE
         if key_path.exists() and cert_path.exists():
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-            if not isinstance(key, ec.EllipticCurvePrivateKey):
-                raise ValueError(f"{key_path} is not an EC private key")
-            return cls(key, x509.load_pem_x509_certificate(cert_path.read_bytes()))
+            return cls.from_pem(key_path.read_bytes(), cert_path.read_bytes(), str(directory))
         directory.mkdir(parents=True, exist_ok=True)
         authority = cls.create()
-        write_private(key_path, key_pem(authority._key))
+        write_private(key_path, authority.key_pem)
         cert_path.write_bytes(authority.cert_pem)
         return authority
 

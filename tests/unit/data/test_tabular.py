@@ -210,6 +210,18 @@ def test_relative_dataset_paths_resolve_against_the_config_folder(tmp_path: Path
     assert load_tabular(config.dataset("cardio")).num_features == 4
 
 
+def test_relative_dataset_paths_resolve_against_a_separate_data_folder(tmp_path: Path):
+    (tmp_path / "volume").mkdir()
+    write_csv(tmp_path / "volume" / "site.csv", site_rows(12))
+    config_path = tmp_path / "site.yaml"
+    config_path.write_text(yaml.safe_dump(site_yaml("site.csv")))
+
+    config = SiteConfig.load(config_path, data_dir=tmp_path / "volume")
+
+    assert config.dataset("cardio").path == tmp_path / "volume" / "site.csv"
+    assert load_tabular(config.dataset("cardio")).num_features == 4
+
+
 def test_written_config_loads_back_equal(tmp_path: Path):
     config = SiteConfig(
         site="st-olav", datasets={"cardio": spec_for(tmp_path / "site.csv", standardize=True)}

@@ -1,0 +1,84 @@
+{{/* Names, labels and the pieces every fedsilo workload shares. */}}
+
+{{- define "fedsilo.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "fedsilo.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains "fedsilo" .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-fedsilo" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* <fullname>-<component>: the name of a component's workload, Service and Secrets. */}}
+{{- define "fedsilo.component" -}}
+{{- printf "%s-%s" (include "fedsilo.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "fedsilo.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "fedsilo.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "fedsilo.labels" -}}
+{{ include "fedsilo.selectorLabels" . }}
+app.kubernetes.io/part-of: fedsilo
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "fedsilo.image" -}}
+{{- $image := .root.Values.image -}}
+{{- printf "%s/%s/%s:%s" $image.registry $image.repository .image (default .root.Chart.AppVersion $image.tag) -}}
+{{- end -}}
+
+{{/* host:port of a component's gRPC API inside the cluster. */}}
+{{- define "fedsilo.address" -}}
+{{- printf "%s.%s.svc:%d" (include "fedsilo.component" .) .root.Release.Namespace (int (.port | default 50051)) -}}
+{{- end -}}
+
+{{- define "fedsilo.tlsSecret" -}}
+{{- printf "%s-tls" (include "fedsilo.component" .) -}}
+{{- end -}}
+
+{{- define "fedsilo.caSecret" -}}
+{{- printf "%s-ca" (include "fedsilo.fullname" .) -}}
+{{- end -}}
+
+{{- define "fedsilo.operatorTokenSecret" -}}
+{{- default (printf "%s-operator-token" (include "fedsilo.fullname" .)) .Values.operatorToken.existingSecret -}}
+{{- end -}}
+
+{{- define "fedsilo.s3Secret" -}}
+{{- if eq .Values.objectStorage.mode "external" -}}
+{{- required "objectStorage.external.existingSecret is required with an external S3 endpoint" .Values.objectStorage.external.existingSecret -}}
+{{- else -}}
+{{- default (printf "%s-minio" (include "fedsilo.fullname" .)) .Values.objectStorage.minio.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{/* DNS names of a component's certificate: every form of its Service name, plus extras. */}}
+{{- define "fedsilo.dnsNames" -}}
+{{- $name := include "fedsilo.component" . -}}
+{{- $ns := .root.Release.Namespace -}}
+{{- $names := list $name (printf "%s.%s" $name $ns) (printf "%s.%s.svc" $name $ns) (printf "%s.%s.svc.%s" $name $ns .root.Values.clusterDomain) -}}
+{{- /* The operator reaches the scheduler's REST API through `kubectl port-forward`. */ -}}
+{{- if eq .component "scheduler" -}}{{- $names = append $names "localhost" -}}{{- end -}}
+{{- concat $names .root.Values.tls.extraDnsNames | uniq | toJson -}}
+{{- end -}}
+
+{{/* Random secret material that survives upgrades: the existing Secret's key, else new. */}}
+{{- define "fedsilo.keptSecret" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .name -}}
+{{- if and $existing (index $existing.data .key) -}}
+{{- index $existing.data .key -}}
+{{- else -}}
+{{- randAlphaNum (int .length) | b64enc -}}
+{{- end -}}
+{{- end -}}
