@@ -9,7 +9,7 @@ TOOLS  := .tools/bin
 # Root installs Debian packages directly; anyone else through sudo.
 APT    := $(if $(filter 0,$(shell id -u)),,sudo )apt-get
 
-.PHONY: setup tools prometheus demo test test-fast lint typecheck proto bench bench-accuracy bench-privacy bench-paillier up clean help
+.PHONY: setup tools prometheus images demo test test-fast lint typecheck proto bench bench-accuracy bench-privacy bench-paillier up clean help
 
 help:
 	@echo "make demo    run the heart-disease federation (ARGS='--algorithm fedavg --rounds 5 --out DIR')"
@@ -36,6 +36,15 @@ tools: $(TOOLS)/helm $(TOOLS)/kubectl prometheus
 
 $(TOOLS)/helm $(TOOLS)/kubectl: scripts/fetch_k8s_tools.py
 	$(PYTHON) scripts/fetch_k8s_tools.py $(TOOLS)
+
+# Needs a Docker engine (none on the development machine: the Dockerfiles are linted and
+# tested instead). IMAGE_PREFIX=registry.example.org/fedsilo make images
+IMAGE_PREFIX ?= ghcr.io/fedsilo
+IMAGE_TAG    ?= $(shell sed -n 's/^appVersion: "\(.*\)"/\1/p' charts/fedsilo-control-plane/Chart.yaml)
+images: $(STAMP)
+	$(PY) scripts/dockerfiles.py --check
+	for s in registry keymanager scheduler aggregator modelstore client; do \
+	  docker build -f services/$$s/Dockerfile -t $(IMAGE_PREFIX)/$$s:$(IMAGE_TAG) . || exit 1; done
 
 prometheus:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
