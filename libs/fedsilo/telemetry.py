@@ -1,8 +1,17 @@
-"""Platform metrics, `fedsilo_` prefix. Labelled metrics appear once a service uses them."""
+"""Platform metrics, `fedsilo_` prefix. Labelled metrics appear once a service uses them.
+
+A federated-learning job is labelled `job_id`, never `job`: Prometheus gives every scraped
+series a `job` label of its own (the scrape job) and would rename ours to `exported_job`.
+Labels take values from small, platform-controlled sets (site, job_id, worker, phase, outcome,
+kind); nothing a client sends becomes a label value.
+"""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.context_managers import Timer
 
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ROUND_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -24,39 +33,42 @@ CLIENTS_ALIVE = Gauge("fedsilo_clients_alive", "client agents whose heartbeat is
 HEARTBEATS = Counter("fedsilo_heartbeats", "heartbeats received")
 
 # Scheduler
-ROUNDS = Counter("fedsilo_rounds", "rounds finished, by outcome", ["job", "outcome"])
+ROUNDS = Counter("fedsilo_rounds", "rounds finished, by outcome", ["job_id", "outcome"])
 ROUND_PHASE_SECONDS = Histogram(
     "fedsilo_round_phase_seconds",
     "time spent in each phase of a round",
-    ["job", "phase"],
+    ["job_id", "phase"],
     buckets=_ROUND_BUCKETS,
 )
 ROUND_SECONDS = Histogram(
     "fedsilo_round_duration_seconds",
     "round duration, open to done",
-    ["job"],
+    ["job_id"],
     buckets=_ROUND_BUCKETS,
 )
-CLIENTS_SELECTED = Counter("fedsilo_clients_selected", "clients selected", ["job"])
-CLIENTS_COMPLETED = Counter("fedsilo_clients_completed", "accepted client updates", ["job"])
-CLIENTS_DROPPED = Counter("fedsilo_clients_dropped", "selected clients without update", ["job"])
+CLIENTS_SELECTED = Counter("fedsilo_clients_selected", "clients selected", ["job_id"])
+CLIENTS_COMPLETED = Counter("fedsilo_clients_completed", "accepted client updates", ["job_id"])
+CLIENTS_DROPPED = Counter("fedsilo_clients_dropped", "selected clients without update", ["job_id"])
 UPDATES_REJECTED = Counter("fedsilo_updates_rejected", "rejected client requests", ["reason"])
 JOBS = Gauge("fedsilo_jobs", "jobs by state", ["state"])
-CURRENT_ROUND = Gauge("fedsilo_job_round", "current round of each job", ["job"])
-MODEL_ACCURACY = Gauge(
-    "fedsilo_global_model_accuracy", "mean test accuracy of the global model over sites", ["job"]
+CURRENT_ROUND = Gauge(
+    "fedsilo_job_round", "current round of each job (its last once finished)", ["job_id"]
 )
-MODEL_LOSS = Gauge("fedsilo_global_model_loss", "mean test loss of the global model", ["job"])
+JOB_RUNNING = Gauge("fedsilo_job_running", "1 while a job runs, 0 once it has finished", ["job_id"])
+MODEL_ACCURACY = Gauge(
+    "fedsilo_global_model_accuracy", "mean test accuracy of the global model over sites", ["job_id"]
+)
+MODEL_LOSS = Gauge("fedsilo_global_model_loss", "mean test loss of the global model", ["job_id"])
 PRIVACY_EPSILON = Gauge(
-    "fedsilo_privacy_epsilon", "differential-privacy epsilon spent by a job so far", ["job"]
+    "fedsilo_privacy_epsilon", "differential-privacy epsilon spent by a job so far", ["job_id"]
 )
 SHARDS_PENDING = Gauge("fedsilo_aggregation_shards_pending", "shards waiting for a worker")
 
 # Aggregator
 SHARD_SECONDS = Histogram(
     "fedsilo_aggregation_shard_seconds",
-    "time to combine one shard",
-    ["worker"],
+    "time to combine one shard, by protection (none, secagg unmasking, paillier product)",
+    ["worker", "protection"],
     buckets=_LATENCY_BUCKETS,
 )
 SHARDS_COMPLETED = Counter("fedsilo_aggregation_shards", "shards combined", ["worker"])
@@ -75,3 +87,29 @@ LOCAL_TRAIN_SECONDS = Histogram(
     buckets=_ROUND_BUCKETS,
 )
 TASKS = Counter("fedsilo_client_tasks", "tasks handled by a client", ["site", "kind", "outcome"])
+PROTECTION_SECONDS = Histogram(
+    "fedsilo_client_protection_seconds",
+    "time a site spends protecting its update: secure-aggregation keys, shares and masking, "
+    "Paillier encryption, differential-privacy noise",
+    ["site", "kind"],
+    buckets=_LATENCY_BUCKETS,
+)
+SITE_EPSILON = Gauge(
+    "fedsilo_site_privacy_epsilon",
+    "differential-privacy epsilon a site's data has spent on a job, from the site's own ledger",
+    ["site", "job_id"],
+)
+SITE_MAX_EPSILON = Gauge(
+    "fedsilo_site_privacy_max_epsilon",
+    "the most epsilon a site's policy lets one job spend (max_epsilon)",
+    ["site"],
+)
+
+ProtectionKind = Literal[
+    "secagg-keys", "secagg-share", "secagg-mask", "secagg-unmask", "paillier-encrypt", "dp-noise"
+]
+
+
+def time_protection(site: str, kind: ProtectionKind) -> Timer:
+    """Times one protection step of a site's update: `with time_protection(site, kind): ...`."""
+    return PROTECTION_SECONDS.labels(site, kind).time()

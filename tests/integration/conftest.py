@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,10 +168,11 @@ SECRET_KEY = "fedsilo-test-secret"
 
 
 def _wait_until_answering(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
+    name = Path(str(server.args[0])).name
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"moto_server exited with {server.returncode}:\n{log.read_text()}")
+            pytest.fail(f"{name} exited with {server.returncode}:\n{log.read_text()}")
         try:
             urllib.request.urlopen(url, timeout=1).close()
             return
@@ -178,7 +180,25 @@ def _wait_until_answering(url: str, server: subprocess.Popen[bytes], log: Path) 
             return  # an HTTP error status is still an answer
         except OSError:
             time.sleep(0.05)
-    pytest.fail(f"moto_server did not answer at {url} within 30 s:\n{log.read_text()}")
+    pytest.fail(f"{name} did not answer at {url} within 30 s:\n{log.read_text()}")
+
+
+@contextmanager
+def local_server(command: list[str], url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A third-party server process (moto, Prometheus) for the duration of the block: started,
+    answering at `url`, then stopped with SIGTERM (killed only if it does not stop)."""
+    with log.open("wb") as log_file:
+        server = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_answering(url, server, log)
+        yield server
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 @pytest.fixture(scope="session")
@@ -190,19 +210,6 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("moto") / "server.log"
     moto_server = Path(sys.executable).parent / "moto_server"
-    with log.open("wb") as log_file:
-        server = subprocess.Popen(
-            [str(moto_server), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_until_answering(f"http://127.0.0.1:{port}/", server, log)
+    command = [str(moto_server), "-H", "127.0.0.1", "-p", str(port)]
+    with local_server(command, f"http://127.0.0.1:{port}/", log):
         yield f"127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()

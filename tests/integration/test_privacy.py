@@ -39,7 +39,7 @@ def test_client_level_dp_spends_the_target_epsilon_round_by_round(
     lineage = models.get_model(status["job_id"], 3)
     assert lineage.metrics["epsilon"] == pytest.approx(spent[3])
     metrics = httpx.get(federation.plane.service("scheduler").metrics_url).text
-    assert f'fedsilo_privacy_epsilon{{job="{status["job_id"]}"}}' in metrics
+    assert f'fedsilo_privacy_epsilon{{job_id="{status["job_id"]}"}}' in metrics
 
 
 def test_dp_sgd_sites_account_for_their_own_records(federation: Federation) -> None:

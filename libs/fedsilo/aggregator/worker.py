@@ -207,7 +207,7 @@ class AggregatorWorker:
                 seconds=seconds,
             )
         ).accepted
-        SHARD_SECONDS.labels(self.worker_id).observe(seconds)
+        SHARD_SECONDS.labels(self.worker_id, shard.protection or "none").observe(seconds)
         SHARDS_COMPLETED.labels(self.worker_id).inc()
         AGGREGATED_BYTES.labels(self.worker_id).inc(result.input_bytes)
         log.info(

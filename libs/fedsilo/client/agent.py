@@ -43,7 +43,14 @@ from fedsilo.secagg import (
     SealedShare,
     quantize,
 )
-from fedsilo.telemetry import LOCAL_TRAIN_SECONDS, TASKS, UPDATE_BYTES
+from fedsilo.telemetry import (
+    LOCAL_TRAIN_SECONDS,
+    SITE_EPSILON,
+    SITE_MAX_EPSILON,
+    TASKS,
+    UPDATE_BYTES,
+    time_protection,
+)
 from fedsilo.v1 import (
     common_pb2,
     keymanager_pb2,
@@ -135,6 +142,8 @@ class ClientAgent:
         self._accountants: dict[str, PrivacyAccountant] = {}
         self._secagg: dict[tuple[str, int], ClientRound] = {}
         self._heartbeat_s = 2.0
+        if config.policy.max_epsilon is not None:
+            SITE_MAX_EPSILON.labels(self.site).set(config.policy.max_epsilon)
 
     # data and models -----------------------------------------------------------------------
     def dataset(self, name: str) -> TabularData:
@@ -245,27 +254,30 @@ class ClientAgent:
                     spec.min_clients,
                     distributed=True,
                 )
-                vector = add_gaussian_noise(vector, std, np.random.default_rng())
+                with time_protection(self.site, "dp-noise"):
+                    vector = add_gaussian_noise(vector, std, np.random.default_rng())
                 weighted = vector / task.total_examples
             else:
                 weighted = vector * (num_examples / task.total_examples)
-            quantized = quantize(weighted, ring, rng=np.random.default_rng())
-            payload = (
-                self._secagg_round(task)
-                .masked_input(quantized, task.secagg.shared)
-                .astype("<u4")
-                .tobytes()
-            )
+            with time_protection(self.site, "secagg-mask"):
+                quantized = quantize(weighted, ring, rng=np.random.default_rng())
+                payload = (
+                    self._secagg_round(task)
+                    .masked_input(quantized, task.secagg.shared)
+                    .astype("<u4")
+                    .tobytes()
+                )
             dtype = "uint32"
         if task.protection == "paillier" and task.kind == scheduler_pb2.TASK_KIND_TRAIN:
             packing = PaillierSettings.model_validate_json(task.packing_json).packing()
             weighted = vector * (num_examples / task.total_examples)
-            payload = encrypt_update(
-                weighted,
-                packing,
-                public_key_from_bytes(task.public_key),
-                rng=np.random.default_rng(),
-            )
+            with time_protection(self.site, "paillier-encrypt"):
+                payload = encrypt_update(
+                    weighted,
+                    packing,
+                    public_key_from_bytes(task.public_key),
+                    rng=np.random.default_rng(),
+                )
             dtype = "bytes"
         info = self._plane.models.upload(payload, dtype=dtype)
         UPDATE_BYTES.labels(self.site).inc(info.ref.size)
@@ -310,7 +322,8 @@ class ClientAgent:
         return self._plane.keymanager
 
     def _secagg_advertise(self, task: scheduler_pb2.Task) -> None:
-        keys = self._secagg_round(task).advertise()
+        with time_protection(self.site, "secagg-keys"):
+            keys = self._secagg_round(task).advertise()
         self._keymanager().PublishRoundKey(
             keymanager_pb2.PublishRoundKeyRequest(
                 job_id=task.job_id,
@@ -330,7 +343,8 @@ class ClientAgent:
         if missing:
             raise TaskDeclined(f"round keys of {sorted(missing)} are not in the keymanager")
         advertised = [AdvertisedKeys.from_bytes(c, keys[c]) for c in task.secagg.advertised]
-        sealed = self._secagg_round(task).share(advertised)
+        with time_protection(self.site, "secagg-share"):
+            sealed = self._secagg_round(task).share(advertised)
         self._plane.scheduler.SecAggSubmit(
             scheduler_pb2.SecAggSubmitRequest(
                 client_id=self.client_id,
@@ -346,7 +360,10 @@ class ClientAgent:
 
     def _secagg_unmask(self, task: scheduler_pb2.Task) -> None:
         held = [SealedShare(s.owner, s.holder, s.ciphertext) for s in task.secagg.shares_for_you]
-        reveals = self._secagg_round(task).reveal(held, task.secagg.survivors, task.secagg.dropped)
+        with time_protection(self.site, "secagg-unmask"):
+            reveals = self._secagg_round(task).reveal(
+                held, task.secagg.survivors, task.secagg.dropped
+            )
         self._plane.scheduler.SecAggSubmit(
             scheduler_pb2.SecAggSubmitRequest(
                 client_id=self.client_id,
@@ -383,11 +400,24 @@ class ClientAgent:
             return None
         return self._state_dir / self.site / f"privacy-{job_id}.json"
 
-    def _save_accountant(self, job_id: str) -> None:
+    def _spend_privacy(
+        self,
+        job_id: str,
+        privacy: DifferentialPrivacy,
+        sampling_probability: float,
+        count: int,
+    ) -> float:
+        """Record in this site's ledger what the update about to leave spends, before it
+        leaves (a failed upload counts as spent, never the reverse); returns ε so far."""
+        accountant = self._accountant(job_id, privacy.delta)
+        accountant.record_round(privacy.require_noise_multiplier(), sampling_probability, count)
         path = self._accountant_path(job_id)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(self._accountants[job_id].to_dict()))
+            path.write_text(json.dumps(accountant.to_dict()))
+        epsilon = accountant.epsilon()
+        SITE_EPSILON.labels(self.site, job_id).set(epsilon)
+        return epsilon
 
     def _initialize(self, task: scheduler_pb2.Task, spec: JobSpec) -> None:
         data = self.dataset(spec.dataset)
@@ -430,8 +460,10 @@ class ClientAgent:
         if privacy is not None:
             # Client-level DP: this site bounds its influence; the noise is added once to the
             # aggregate (by the aggregator now, by each site when secure aggregation hides it).
+            # A round this site takes part in is one Gaussian event on its whole dataset.
             delta, norm = clip_update(delta, privacy.clip_norm)
             metrics.update(update_norm=norm, clipped=float(norm > privacy.clip_norm))
+            self._spend_privacy(task.job_id, privacy, 1.0, 1)
         self._submit(
             task, delta, result.num_examples, model_version=task.model_version, metrics=metrics
         )
@@ -470,15 +502,13 @@ class ClientAgent:
             delta=privacy.delta,
         )
         LOCAL_TRAIN_SECONDS.labels(self.site).observe(time.perf_counter() - start)
-        accountant = self._accountant(task.job_id, privacy.delta)
-        accountant.record_round(noise, result.sample_rate, count=result.steps)
-        self._save_accountant(task.job_id)
+        epsilon = self._spend_privacy(task.job_id, privacy, result.sample_rate, result.steps)
         self._submit(
             task,
             flatten(model) - start_vector,
             result.num_examples,
             model_version=task.model_version,
-            metrics={"train_loss": result.mean_loss, "epsilon": accountant.epsilon()},
+            metrics={"train_loss": result.mean_loss, "epsilon": epsilon},
         )
 
     def _evaluate(self, task: scheduler_pb2.Task, spec: JobSpec) -> None:

@@ -41,6 +41,7 @@ from fedsilo.telemetry import (
     CLIENTS_DROPPED,
     CLIENTS_SELECTED,
     CURRENT_ROUND,
+    JOB_RUNNING,
     JOBS,
     MODEL_ACCURACY,
     MODEL_LOSS,
@@ -706,6 +707,10 @@ class Scheduler:
         running = [job for job in jobs if job["state"] == JobState.RUNNING]
         pending = 0
         for job in running:
+            # Every tick, so that a job still initializing, or resumed after a restart, has
+            # series too: "running but the round does not advance" is what alerts look for.
+            JOB_RUNNING.labels(job["job_id"]).set(1)
+            CURRENT_ROUND.labels(job["job_id"]).set(job["round"])
             try:
                 self._advance(job)
             except RpcRejection as rejection:
@@ -936,7 +941,6 @@ class Scheduler:
         for client_id, site in runtime.selected.items():
             self._new_task(job, kind, client_id, site, runtime.deadline)
         CLIENTS_SELECTED.labels(job["job_id"]).inc(len(chosen))
-        CURRENT_ROUND.labels(job["job_id"]).set(job["round"])
         log.info(
             "job %s round %d: selected %s",
             job["job_id"],
@@ -1281,6 +1285,7 @@ class Scheduler:
         self._drop_tasks(job_id)
         self._runtime.pop(job_id, None)
         self._store.update_job(job_id, state=state, error=error)
+        JOB_RUNNING.labels(job_id).set(0)
         log.info("job %s %s%s", job_id, state.value, f": {error}" if error else "")
 
     def _log_waiting(self, job: Mapping[str, Any], runtime: RoundRuntime, why: str) -> None:

@@ -3,8 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from fedsilo.client.agent import ClientAgent, ControlPlane
 from fedsilo.data import SiteConfig
+from fedsilo.policy import SitePolicy
 from fedsilo.v1 import scheduler_pb2
 
 
@@ -19,10 +22,15 @@ class RecordingScheduler:
         return scheduler_pb2.DeclineTaskResponse()
 
 
-def _agent(tmp_path: Path) -> tuple[ClientAgent, RecordingScheduler]:
+CLEVELAND = SiteConfig(site="cleveland")
+
+
+def _agent(
+    tmp_path: Path, config: SiteConfig = CLEVELAND
+) -> tuple[ClientAgent, RecordingScheduler]:
     scheduler = RecordingScheduler()
     plane = ControlPlane(registry=None, scheduler=scheduler, models=None)  # type: ignore[arg-type]
-    agent = ClientAgent(SiteConfig(site="cleveland"), plane, state_dir=tmp_path)
+    agent = ClientAgent(config, plane, state_dir=tmp_path)
     agent.client_id = "cleveland-1"
     return agent, scheduler
 
@@ -47,3 +55,9 @@ def test_an_undeclared_dataset_is_declined_with_the_declared_ones(tmp_path: Path
     )
     agent.handle(task)
     assert "declares no dataset 'x-rays'" in scheduler.declined[0].reason
+
+
+def test_the_site_exports_its_policy_cap_for_the_epsilon_alert(tmp_path: Path) -> None:
+    _agent(tmp_path, SiteConfig(site="capped", policy=SitePolicy(max_epsilon=3.5)))
+    cap = REGISTRY.get_sample_value("fedsilo_site_privacy_max_epsilon", {"site": "capped"})
+    assert cap == 3.5
