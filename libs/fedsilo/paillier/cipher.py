@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from phe.paillier import PaillierPrivateKey, PaillierPublicKey
 
 from fedsilo.paillier.packing import PackingSpec, dequantize_sum, pack, quantize, unpack
+from fedsilo.paillier.randomness import PrecomputedRandomness, encrypt_with
 
 CANARY = 1
 # Work items per process: smaller chunks even out the load between processes.
@@ -97,16 +98,23 @@ def encrypt_update(
     public_key: PaillierPublicKey,
     rng: np.random.Generator | None = None,
     processes: int = 1,
+    randomness: PrecomputedRandomness | None = None,
 ) -> bytes:
     """Quantize, pack and encrypt `values` (flattened); the upload starts with Enc(CANARY).
 
-    processes > 1 encrypts in that many spawned processes; callers that are scripts need
-    the usual `if __name__ == "__main__":` guard.
+    With `randomness` (r^n values computed while the client trained) encryption is one
+    multiplication per ciphertext. Otherwise processes > 1 encrypts in that many spawned
+    processes; callers that are scripts need the usual `if __name__ == "__main__":` guard.
     """
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
     _check_key_fits(spec, public_key)
     plaintexts = [CANARY, *pack(quantize(values, spec, rng), spec)]
+    if randomness is not None:
+        if int(randomness.public_key.n) != int(public_key.n):
+            raise ValueError("the precomputed randomness is for another public key")
+        obfuscators = randomness.take(len(plaintexts))
+        return serialize_ciphertexts(encrypt_with(plaintexts, public_key, obfuscators), public_key)
     n = int(public_key.n)
     processes = min(processes, len(plaintexts))
     if processes == 1:
