@@ -223,9 +223,10 @@ class LocalCluster:
 
     def command(self, pod: Pod) -> list[str]:
         command = [*pod.container.get("command", []), *pod.container.get("args", [])]
-        if command and command[0] == "python":
-            command[0] = sys.executable
-        return [self._map_value(pod, "", part) for part in command]
+        mapped = [self._map_value(pod, "", part) for part in command]
+        if mapped and mapped[0] == "python":
+            mapped[0] = sys.executable
+        return mapped
 
     def start(self, pods: list[Pod] | None = None) -> None:
         for pod in pods if pods is not None else self.pods:

@@ -25,7 +25,7 @@ from fedsilo.data import SiteConfig, TabularData, load_tabular
 from fedsilo.jobs import JobSpec, PaillierSettings
 from fedsilo.learning import build_model, evaluate, flatten, load_flat, manifest, train_local
 from fedsilo.modelstore.client import ModelStoreClient
-from fedsilo.paillier import encrypt_update, public_key_from_bytes
+from fedsilo.paillier import PrecomputedRandomness, encrypt_update, public_key_from_bytes
 from fedsilo.policy import policy_violation, site_privacy
 from fedsilo.privacy import (
     DifferentialPrivacy,
@@ -141,6 +141,8 @@ class ClientAgent:
         self.client_id = ""
         self._accountants: dict[str, PrivacyAccountant] = {}
         self._secagg: dict[tuple[str, int], ClientRound] = {}
+        # At most the current training task's: what a failed task computed is dropped.
+        self._randomness: dict[str, PrecomputedRandomness] = {}
         self._heartbeat_s = 2.0
         if config.policy.max_epsilon is not None:
             SITE_MAX_EPSILON.labels(self.site).set(config.policy.max_epsilon)
@@ -277,6 +279,7 @@ class ClientAgent:
                     packing,
                     public_key_from_bytes(task.public_key),
                     rng=np.random.default_rng(),
+                    randomness=self._randomness.pop(task.task_id, None),
                 )
             dtype = "bytes"
         info = self._plane.models.upload(payload, dtype=dtype)
@@ -436,6 +439,16 @@ class ClientAgent:
         log.info("job %s: initial model (%d parameters) submitted", task.job_id, vector.size)
 
     def _train(self, task: scheduler_pb2.Task, spec: JobSpec) -> None:
+        if task.protection == "paillier":
+            # The encryption randomness does not depend on the update: compute it while
+            # training runs, so encrypting is one multiplication per ciphertext.
+            packing = PaillierSettings.model_validate_json(task.packing_json).packing()
+            self._randomness = {
+                task.task_id: PrecomputedRandomness(
+                    public_key_from_bytes(task.public_key),
+                    packing.num_ciphertexts(task.manifest.num_parameters),
+                )
+            }
         data = self.dataset(spec.dataset)
         model = self._model_for(spec, data, task)
         start_vector = self._global_vector(task.model_version)

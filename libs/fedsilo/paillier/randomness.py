@@ -36,12 +36,15 @@ def _powers(task: tuple[int, int]) -> list[int]:
     return [int(gmpy2.powmod(_random_unit(n), n, nsquare)) for _ in range(count)]
 
 
-def compute_randomness(public_key: PaillierPublicKey, count: int, processes: int = 1) -> list[int]:
-    """`count` fresh values r^n mod n², in `processes` spawned processes when above 1."""
+def compute_randomness(
+    public_key: PaillierPublicKey, count: int, processes: int = 1, spawn: bool | None = None
+) -> list[int]:
+    """`count` fresh values r^n mod n², in `processes` spawned processes (by default when
+    above 1; `spawn=True` keeps the work out of the calling process even with one)."""
     if count < 0 or processes < 1:
         raise ValueError(f"need count >= 0 and processes >= 1, got {count} and {processes}")
     n = int(public_key.n)
-    if processes == 1 or count < processes * _CHUNKS_PER_PROCESS:
+    if not (processes > 1 if spawn is None else spawn) or count < processes:
         return _powers((n, count))
     parts = processes * _CHUNKS_PER_PROCESS
     sizes = [count // parts + (1 if i < count % parts else 0) for i in range(parts)]
@@ -67,7 +70,8 @@ class PrecomputedRandomness:
 
     def _compute(self, processes: int) -> None:
         try:
-            self._values = compute_randomness(self.public_key, self.count, processes)
+            # In other processes: the caller goes on training, undisturbed by this thread.
+            self._values = compute_randomness(self.public_key, self.count, processes, spawn=True)
         except BaseException as error:  # re-raised in take()
             self._error = error
 
