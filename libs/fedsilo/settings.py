@@ -6,12 +6,14 @@ Every variable is `FEDSILO_<FIELD>`; each service's settings class lists exactly
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fedsilo.audit import AuditLog
 from fedsilo.rpc.tls import TlsConfig
+from fedsilo.storage import StorageSettings
 
 
 class ServiceSettings(BaseSettings):
@@ -61,3 +63,23 @@ class StoreClientSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FEDSILO_", extra="ignore", frozen=True)
 
     modelstore_address: str = Field(..., description="host:port of the modelstore service")
+
+
+class ObjectStorageSettings(BaseSettings):
+    """The object store behind the model store: the model store writes and reads it, and
+    aggregator replicas read client updates from it directly."""
+
+    model_config = SettingsConfigDict(env_prefix="FEDSILO_", extra="ignore", frozen=True)
+
+    storage_backend: Literal["directory", "s3"] = "directory"
+    storage_path: Path = Path(".fedsilo/objects")
+    s3_endpoint: str | None = None
+    s3_bucket: str = "fedsilo"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = Field(None, repr=False)
+    s3_secure: bool = True
+    s3_region: str | None = None
+
+    def storage(self) -> StorageSettings:
+        s3 = {name: getattr(self, name) for name in StorageSettings.model_fields if "s3_" in name}
+        return StorageSettings(backend=self.storage_backend, path=self.storage_path, **s3)

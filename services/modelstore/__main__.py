@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
-
 import grpc
 from pydantic import Field
 
 from fedsilo.rpc.auth import Authorizer, RevocationCache
 from fedsilo.rpc.channels import connect
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
-from fedsilo.settings import ServiceSettings
-from fedsilo.storage import BlobStore, DocumentStore, StorageSettings, open_store
+from fedsilo.settings import ObjectStorageSettings, ServiceSettings
+from fedsilo.storage import BlobStore, DocumentStore, open_store
 from fedsilo.v1 import keymanager_pb2_grpc, modelstore_pb2_grpc
 from fedsilo_services.modelstore.servicer import ModelStoreServicer
 
 
-class ModelStoreSettings(ServiceSettings):
-    storage_backend: Literal["directory", "s3"] = "directory"
-    storage_path: Path = Path(".fedsilo/objects")
-    s3_endpoint: str | None = None
-    s3_bucket: str = "fedsilo"
-    s3_access_key: str | None = None
-    s3_secret_key: str | None = None
-    s3_secure: bool = True
-    s3_region: str | None = None
+class ModelStoreSettings(ServiceSettings, ObjectStorageSettings):
     keymanager_address: str = Field(..., description="host:port of the keymanager")
     revocation_refresh_s: float = Field(2.0, gt=0)
-
-    def storage(self) -> StorageSettings:
-        return StorageSettings(
-            backend=self.storage_backend,
-            path=self.storage_path,
-            s3_endpoint=self.s3_endpoint,
-            s3_bucket=self.s3_bucket,
-            s3_access_key=self.s3_access_key,
-            s3_secret_key=self.s3_secret_key,
-            s3_secure=self.s3_secure,
-            s3_region=self.s3_region,
-        )
 
 
 def main() -> None:

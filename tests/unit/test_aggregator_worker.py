@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 
 import numpy as np
+import pytest
 
-from fedsilo.aggregator.worker import combine_shard
+from fedsilo.aggregator.sources import RangeReader, ShardInputError
+from fedsilo.aggregator.worker import CHUNK_COORDINATES, combine_shard
 from fedsilo.v1 import aggregator_pb2
 
 
@@ -22,6 +25,12 @@ class Blobs:
 
     def read(self, digest: str, offset: int, length: int) -> bytes:
         return self.data[digest][offset : offset + length]
+
+    def stream(self, digest: str, offset: int, length: int) -> Iterator[bytes]:
+        # Uneven pieces: the combine must not depend on how the store chunks a range.
+        data = self.read(digest, offset, length)
+        for start in range(0, len(data), 7777):
+            yield data[start : start + 7777]
 
 
 def _shard(
@@ -47,7 +56,7 @@ def _shard(
 
 
 def _result(blobs: Blobs, shard: aggregator_pb2.Shard) -> np.ndarray:
-    weights = combine_shard(shard, blobs.read, blobs.put).weights
+    weights = combine_shard(shard, blobs, blobs.put).weights
     return np.frombuffer(blobs.data[weights], "<f4")
 
 
@@ -67,3 +76,30 @@ def test_with_client_level_dp_clients_count_equally_and_noise_has_the_right_scal
     assert abs(result.std() - noise * clip / 2) / (noise * clip / 2) < 0.01  # z·C on the sum
     again = _result(blobs, _shard(blobs, updates, [100, 1], privacy_json=privacy))
     assert not np.array_equal(result, again)  # fresh, unpredictable noise every time
+
+
+def test_a_shard_spanning_many_chunks_equals_one_weighted_sum() -> None:
+    blobs = Blobs()
+    size = 3 * CHUNK_COORDINATES + 123
+    rng = np.random.default_rng(7)
+    updates = [rng.standard_normal(size).astype("<f4") for _ in range(5)]
+    counts = [5, 1, 30, 7, 2]
+
+    result = _result(blobs, _shard(blobs, updates, counts))
+
+    expected = (np.asarray(counts, np.float64) / sum(counts)) @ np.stack(updates)
+    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-5)
+
+
+def test_an_input_shorter_or_longer_than_its_range_is_refused() -> None:
+    blobs = Blobs()
+    shard = _shard(blobs, [np.ones(100, "<f4"), np.ones(100, "<f4")], [1, 1])
+    short = blobs.put(np.ones(99, "<f4").tobytes())
+    shard.inputs[1].digest = short
+    with pytest.raises(ShardInputError, match="ended 4 bytes early"):
+        combine_shard(shard, blobs, blobs.put)
+
+    reader = RangeReader(iter([b"abcd", b"ef"]), 4, "input")
+    reader.fill(memoryview(bytearray(4)))
+    with pytest.raises(ShardInputError, match="longer than its range"):
+        reader.finish()

@@ -82,3 +82,32 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{- randAlphaNum (int .length) | b64enc -}}
 {{- end -}}
 {{- end -}}
+
+{{/* FEDSILO_STORAGE_* and FEDSILO_S3_* (without credentials) of the object store: the model
+     store writes it, aggregator replicas read client updates from it directly. */}}
+{{- define "fedsilo.objectStorageSettings" -}}
+{{- $s3 := .Values.objectStorage -}}
+{{- $external := eq $s3.mode "external" -}}
+{{- $endpoint := ternary $s3.external.endpoint (printf "%s-minio.%s.svc:9000" (include "fedsilo.fullname" .) .Release.Namespace) $external -}}
+{{- $settings := dict
+  "STORAGE_BACKEND" "s3"
+  "STORAGE_PATH" "/var/lib/fedsilo/objects"
+  "S3_ENDPOINT" (required "objectStorage.external.endpoint is required with an external S3 endpoint" $endpoint)
+  "S3_BUCKET" $s3.bucket
+  "S3_SECURE" (ternary $s3.external.secure false $external)
+-}}
+{{- with $s3.region }}{{ $_ := set $settings "S3_REGION" . }}{{ end -}}
+{{- toYaml $settings -}}
+{{- end -}}
+
+{{/* The object store's credentials, from its Secret. */}}
+{{- define "fedsilo.objectStorageEnv" -}}
+{{- $s3 := .Values.objectStorage -}}
+{{- $secret := include "fedsilo.s3Secret" . -}}
+{{- $keys := ternary (list $s3.external.accessKeyKey $s3.external.secretKeyKey) (list "root-user" "root-password") (eq $s3.mode "external") -}}
+{{- $env := list
+  (dict "name" "FEDSILO_S3_ACCESS_KEY" "valueFrom" (dict "secretKeyRef" (dict "name" $secret "key" (index $keys 0))))
+  (dict "name" "FEDSILO_S3_SECRET_KEY" "valueFrom" (dict "secretKeyRef" (dict "name" $secret "key" (index $keys 1))))
+-}}
+{{- toYaml $env -}}
+{{- end -}}

@@ -16,25 +16,25 @@ from typing import Any
 
 import grpc
 import numpy as np
+from numpy.typing import NDArray
 
+from fedsilo.aggregator.sources import BlobSource, ModelStoreSource, RangeReader, ShardInputError
 from fedsilo.algorithms.aggregate import Vector, normalized_weights
 from fedsilo.algorithms.registry import parse_algorithm, server_optimizer
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.paillier import ciphertext_bytes, multiply_range, public_key_from_bytes
 from fedsilo.privacy import DifferentialPrivacy, add_gaussian_noise, noise_std_per_client
 from fedsilo.secagg import RingSpec, ServerRound, Unmasking, dequantize_sum
-from fedsilo.secagg.masking import DanglingPair, ring_add_into
+from fedsilo.secagg.masking import DanglingPair
 from fedsilo.telemetry import AGGREGATED_BYTES, SHARD_SECONDS, SHARDS_COMPLETED
 from fedsilo.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 
 log = logging.getLogger("fedsilo.aggregator")
 
-ReadRange = Callable[[str, int, int], bytes]
 WriteBlob = Callable[[bytes, str], str]  # (data, dtype) -> digest
-
-
-class ShardInputError(ValueError):
-    """An input of the shard does not have the expected length or values."""
+# Coordinates per client row of the combine buffer: rows of all inputs stay in cache while one
+# matrix-vector product folds them, so each byte of an update crosses memory once.
+CHUNK_COORDINATES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -44,18 +44,69 @@ class ShardResult:
     input_bytes: int
 
 
-def _read_vector(read: ReadRange, digest: str, begin: int, end: int, what: str) -> Vector:
-    data = read(digest, begin * 4, (end - begin) * 4)
+def _read_vector(source: BlobSource, digest: str, begin: int, end: int, what: str) -> Vector:
+    data = source.read(digest, begin * 4, (end - begin) * 4)
     if len(data) != (end - begin) * 4:
         raise ShardInputError(f"{what} {digest[:12]}: got {len(data)} bytes for [{begin}, {end})")
     return np.frombuffer(data, dtype="<f4")
 
 
-def combine_shard(shard: aggregator_pb2.Shard, read: ReadRange, write: WriteBlob) -> ShardResult:
+def fold_inputs(
+    source: BlobSource,
+    inputs: list[aggregator_pb2.ShardInput],
+    begin: int,
+    end: int,
+    fold: Callable[[NDArray[Any], slice], None],
+    dtype: str,
+) -> None:
+    """Stream every input's [begin, end) in chunks into one preallocated buffer of
+    (inputs, chunk) values and hand each filled block to `fold(block, where)`, `where` being
+    the block's coordinates relative to `begin`. Memory is len(inputs) * CHUNK_COORDINATES
+    values, not len(inputs) * (end - begin)."""
+    count = end - begin
+    chunk = min(CHUNK_COORDINATES, count)
+    itemsize = np.dtype(dtype).itemsize
+    buffer = np.empty(len(inputs) * chunk, dtype=dtype)
+    readers = [
+        RangeReader(
+            source.stream(item.digest, begin * itemsize, count * itemsize),
+            count * itemsize,
+            f"input of {item.client_id} ({item.digest[:12]})",
+        )
+        for item in inputs
+    ]
+    for start in range(0, count, chunk):
+        width = min(chunk, count - start)
+        block = buffer[: len(inputs) * width].reshape(len(inputs), width)
+        for row, reader in zip(block, readers, strict=True):
+            reader.fill(row.data.cast("B"))
+        fold(block, slice(start, start + width))
+    for reader in readers:
+        reader.finish()
+
+
+def _weighted_sum(
+    source: BlobSource,
+    inputs: list[aggregator_pb2.ShardInput],
+    weights: NDArray[Any],
+    begin: int,
+    end: int,
+) -> Vector:
+    total = np.empty(end - begin, dtype=np.float32)
+    vector = np.asarray(weights, dtype=np.float32)
+
+    def fold(block: NDArray[Any], where: slice) -> None:
+        np.dot(vector, block, out=total[where])
+
+    fold_inputs(source, inputs, begin, end, fold, "<f4")
+    return total
+
+
+def combine_shard(shard: aggregator_pb2.Shard, source: BlobSource, write: WriteBlob) -> ShardResult:
     """Weighted mean of the clients' deltas over [begin, end), then the server optimizer step.
 
-    Updates are accumulated one at a time into one buffer, so memory is a few shard-sized
-    vectors whatever the number of clients.
+    The inputs are streamed chunk by chunk and folded with one matrix-vector product per
+    chunk, so memory is a few shard-sized vectors whatever the number of clients.
     """
     begin, end = shard.begin, shard.end
     if end <= begin:
@@ -64,7 +115,7 @@ def combine_shard(shard: aggregator_pb2.Shard, read: ReadRange, write: WriteBlob
     if not inputs:
         raise ShardInputError(f"shard {shard.shard_id} has no inputs")
     if shard.protection == "paillier":
-        return _multiply_ciphertexts(shard, inputs, read, write)
+        return _multiply_ciphertexts(shard, inputs, source, write)
     secagg = json.loads(shard.secagg_json) if shard.protection == "secagg" else None
     privacy = (
         DifferentialPrivacy.model_validate_json(shard.privacy_json) if shard.privacy_json else None
@@ -75,14 +126,9 @@ def combine_shard(shard: aggregator_pb2.Shard, read: ReadRange, write: WriteBlob
         [1] * len(inputs) if privacy is not None else [item.num_examples for item in inputs]
     )
     if secagg is not None:
-        delta = _unmasked_sum(secagg, inputs, read, begin, end)
+        delta = _unmasked_sum(secagg, inputs, source, begin, end)
     else:
-        delta = np.zeros(end - begin, dtype=np.float32)
-        scratch = np.empty_like(delta)
-        for item, weight in zip(inputs, weights, strict=True):
-            update = _read_vector(read, item.digest, begin, end, f"update of {item.client_id}")
-            np.multiply(update, np.float32(weight), out=scratch)
-            delta += scratch
+        delta = _weighted_sum(source, inputs, weights, begin, end)
     if privacy is not None:
         std = noise_std_per_client(
             privacy.clip_norm, privacy.require_noise_multiplier(), len(inputs), distributed=False
@@ -91,11 +137,11 @@ def combine_shard(shard: aggregator_pb2.Shard, read: ReadRange, write: WriteBlob
         delta = add_gaussian_noise(delta, std, np.random.default_rng())
     if shard.input_scale and shard.input_scale != 1.0:
         delta *= np.float32(shard.input_scale)
-    base = _read_vector(read, shard.base_digest, begin, end, "global model")
+    base = _read_vector(source, shard.base_digest, begin, end, "global model")
     optimizer = server_optimizer(parse_algorithm(json.loads(shard.algorithm_json)))
     if shard.server_state:
         state = {
-            name: _read_vector(read, shard.server_state[name], begin, end, f"state {name}").copy()
+            name: _read_vector(source, shard.server_state[name], begin, end, f"state {name}").copy()
             for name in optimizer.state_names
         }
     else:
@@ -114,19 +160,20 @@ def combine_shard(shard: aggregator_pb2.Shard, read: ReadRange, write: WriteBlob
 def _unmasked_sum(
     secagg: dict[str, Any],
     inputs: list[aggregator_pb2.ShardInput],
-    read: ReadRange,
+    source: BlobSource,
     begin: int,
     end: int,
 ) -> Vector:
     """Secure aggregation: the ring sum of the masked inputs over [begin, end), with the
     survivors' self masks and the dropped clients' pairwise masks removed, back to floats.
     Only the sum is ever seen; no single input can be unmasked."""
-    total = np.zeros(end - begin, dtype=np.uint32)
-    for item in inputs:
-        data = read(item.digest, begin * 4, (end - begin) * 4)
-        if len(data) != (end - begin) * 4:
-            raise ShardInputError(f"masked input of {item.client_id} is short")
-        ring_add_into(total, np.frombuffer(data, dtype="<u4"))
+    total = np.empty(end - begin, dtype=np.uint32)
+
+    def fold(block: NDArray[Any], where: slice) -> None:
+        # uint32 addition wraps: the sum in the ring Z_2^32.
+        np.sum(block, axis=0, dtype=np.uint32, out=total[where])
+
+    fold_inputs(source, inputs, begin, end, fold, "<u4")
     unmasking = Unmasking(
         {client: bytes.fromhex(seed) for client, seed in secagg["self_seeds"].items()},
         [DanglingPair(s, d, bytes.fromhex(seed)) for s, d, seed in secagg["dangling"]],
@@ -139,7 +186,7 @@ def _unmasked_sum(
 def _multiply_ciphertexts(
     shard: aggregator_pb2.Shard,
     inputs: list[aggregator_pb2.ShardInput],
-    read: ReadRange,
+    source: BlobSource,
     write: WriteBlob,
 ) -> ShardResult:
     """Paillier: [begin, end) are ciphertext indices; their product over the uploads encrypts
@@ -149,7 +196,7 @@ def _multiply_ciphertexts(
     count = shard.end - shard.begin
     uploads = []
     for item in inputs:
-        data = read(item.digest, shard.begin * width, count * width)
+        data = source.read(item.digest, shard.begin * width, count * width)
         if len(data) != count * width:
             raise ShardInputError(
                 f"upload of {item.client_id} is short for ciphertexts [{shard.begin}, {shard.end})"
@@ -167,15 +214,14 @@ class AggregatorWorker:
         worker_id: str,
         queue: aggregator_pb2_grpc.AggregationQueueStub,
         models: ModelStoreClient,
+        source: BlobSource | None = None,
         poll_s: float = 5.0,
     ) -> None:
         self.worker_id = worker_id
         self._queue = queue
         self._models = models
+        self._source = source or ModelStoreSource(models)
         self._poll_s = poll_s
-
-    def _read(self, digest: str, offset: int, length: int) -> bytes:
-        return self._models.download(digest, offset, length)
 
     def _write(self, data: bytes, dtype: str) -> str:
         return self._models.upload(data, dtype=dtype).ref.digest
@@ -191,7 +237,7 @@ class AggregatorWorker:
         shard = response.shard
         start = time.perf_counter()
         try:
-            result = combine_shard(shard, self._read, self._write)
+            result = combine_shard(shard, self._source, self._write)
         except (ShardInputError, grpc.RpcError) as error:
             # Leave the lease to expire: another replica (or a later try) takes the shard.
             log.error("shard %s: %s", shard.shard_id, error)

@@ -26,8 +26,12 @@ class ModelStoreClient:
         return response.info
 
     def download(self, digest: str, offset: int = 0, length: int = 0) -> bytes:
+        return b"".join(self.stream(digest, offset, length))
+
+    def stream(self, digest: str, offset: int = 0, length: int = 0) -> Iterator[bytes]:
+        """The blob (or [offset, offset + length)) in chunks as they arrive."""
         request = modelstore_pb2.DownloadBlobRequest(digest=digest, offset=offset, length=length)
-        return b"".join(chunk.data for chunk in self.stub.DownloadBlob(request))
+        return (chunk.data for chunk in self.stub.DownloadBlob(request))
 
     def stat(self, digest: str) -> modelstore_pb2.BlobInfo:
         info: modelstore_pb2.BlobInfo = self.stub.StatBlob(
