@@ -35,6 +35,13 @@ from fedsilo.rpc.errors import (
 )
 from fedsilo.scheduler.planning import plan_shards, round_seed, select_clients
 from fedsilo.scheduler.secagg_round import SecAggState, key_round, reveal_from_message
+from fedsilo.scheduler.shards import (
+    LeaseLost,
+    ShardState,
+    complete,
+    lease_next,
+    renew_lease,
+)
 from fedsilo.scheduler.store import AcceptedUpdate, JobState, Phase, SchedulerStore
 from fedsilo.telemetry import (
     CLIENTS_COMPLETED,
@@ -112,22 +119,6 @@ class TaskInfo:
     kind: int
     client_id: str
     site: str
-
-
-@dataclass
-class ShardState:
-    shard_id: str
-    begin: int
-    end: int
-    lease_id: str = ""
-    worker_id: str = ""
-    lease_expires: float = 0.0
-    weights: str = ""
-    server_state: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def done(self) -> bool:
-        return bool(self.weights)
 
 
 @dataclass
@@ -598,18 +589,8 @@ class Scheduler:
     def _next_shard(self, worker_id: str) -> aggregator_pb2.Shard | None:
         now = self._clock()
         for job_id, runtime in self._runtime.items():
-            for shard in runtime.shards:
-                if shard.done or (shard.lease_id and shard.lease_expires > now):
-                    continue
-                if shard.lease_id:
-                    log.warning(
-                        "shard %s: lease of %s expired; leasing again",
-                        shard.shard_id,
-                        shard.worker_id,
-                    )
-                shard.lease_id = secrets.token_hex(8)
-                shard.worker_id = worker_id
-                shard.lease_expires = now + self._config.lease_s
+            shard = lease_next(runtime.shards, worker_id, now, self._config.lease_s)
+            if shard is not None:
                 return self._shard_message(job_id, shard)
         return None
 
@@ -673,11 +654,12 @@ class Scheduler:
 
     def renew_lease(self, shard_id: str, lease_id: str) -> float:
         with self._wake:
-            shard = self._find_shard(shard_id)
-            if shard.lease_id != lease_id or shard.done:
-                raise failed_precondition(f"lease on shard {shard_id} is no longer held")
-            shard.lease_expires = self._clock() + self._config.lease_s
-            return shard.lease_expires
+            try:
+                return renew_lease(
+                    self._find_shard(shard_id), lease_id, self._clock(), self._config.lease_s
+                )
+            except LeaseLost as lost:
+                raise failed_precondition(str(lost)) from None
 
     def complete_shard(self, request: aggregator_pb2.CompleteShardRequest) -> bool:
         """First completion under the current lease wins; anything else is ignored."""
@@ -686,18 +668,16 @@ class Scheduler:
                 shard = self._find_shard(request.shard_id)
             except RpcRejection:
                 return False
-            if shard.done or shard.lease_id != request.lease_id:
-                log.info(
-                    "shard %s: ignoring completion by %s (lease %s)",
-                    request.shard_id,
-                    request.worker_id,
-                    "done" if shard.done else "re-leased",
-                )
-                return False
-            shard.weights = request.weights.digest
-            shard.server_state = dict(request.server_state)
-            self._wake.notify_all()
-            return True
+            accepted = complete(
+                shard,
+                request.lease_id,
+                request.worker_id,
+                request.weights.digest,
+                dict(request.server_state),
+            )
+            if accepted:
+                self._wake.notify_all()
+            return accepted
 
     # the driver ----------------------------------------------------------------------------
     def _advance_all(self) -> None:
