@@ -9,7 +9,7 @@ TOOLS  := .tools/bin
 # Root installs Debian packages directly; anyone else through sudo.
 APT    := $(if $(filter 0,$(shell id -u)),,sudo )apt-get
 
-.PHONY: setup tools prometheus images demo test test-fast lint typecheck proto bench bench-accuracy bench-privacy bench-paillier up clean help
+.PHONY: setup tools prometheus images demo test test-fast lint typecheck proto bench bench-accuracy bench-privacy bench-paillier bench-aggregation bench-secagg bench-dp bench-rounds bench-control-plane up clean help
 
 help:
 	@echo "make demo    run the heart-disease federation (ARGS='--algorithm fedavg --rounds 5 --out DIR')"
@@ -84,7 +84,23 @@ bench-privacy: $(STAMP)
 bench-paillier: $(STAMP)
 	$(PY) bench/paillier.py $(ARGS)
 
-bench: bench-accuracy bench-privacy bench-paillier
+bench-aggregation: $(STAMP)
+	cd bench && ../$(PY) aggregation.py $(ARGS)
+
+bench-secagg: $(STAMP)
+	$(PY) bench/secagg.py $(ARGS)
+
+bench-dp: $(STAMP)
+	$(PY) bench/dp.py $(ARGS)
+
+bench-rounds: $(STAMP)
+	$(PY) bench/rounds.py $(ARGS)
+
+bench-control-plane: $(STAMP)
+	$(PY) bench/control_plane.py $(ARGS)
+
+# Everything, one after the other (about an hour); figures in bench/results/*.json.
+bench: bench-aggregation bench-secagg bench-paillier bench-dp bench-rounds bench-control-plane bench-accuracy bench-privacy
 
 clean:
 	rm -rf $(VENV) .tools demo-out .pytest_cache .mypy_cache .ruff_cache

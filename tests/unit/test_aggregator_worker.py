@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from fedsilo.aggregator.sources import RangeReader, ShardInputError
+from fedsilo.aggregator.sources import ObjectStoreSource, RangeReader, ShardInputError
 from fedsilo.aggregator.worker import CHUNK_COORDINATES, combine_shard
+from fedsilo.storage import BlobStore, LocalDirectoryStore
 from fedsilo.v1 import aggregator_pb2
 
 
@@ -26,11 +26,12 @@ class Blobs:
     def read(self, digest: str, offset: int, length: int) -> bytes:
         return self.data[digest][offset : offset + length]
 
-    def stream(self, digest: str, offset: int, length: int) -> Iterator[bytes]:
+    def open_range(self, digest: str, offset: int, length: int, what: str) -> RangeReader:
         # Uneven pieces: the combine must not depend on how the store chunks a range.
         data = self.read(digest, offset, length)
-        for start in range(0, len(data), 7777):
-            yield data[start : start + 7777]
+        return RangeReader(
+            (data[start : start + 7777] for start in range(0, len(data), 7777)), length, what
+        )
 
 
 def _shard(
@@ -103,3 +104,24 @@ def test_an_input_shorter_or_longer_than_its_range_is_refused() -> None:
     reader.fill(memoryview(bytearray(4)))
     with pytest.raises(ShardInputError, match="longer than its range"):
         reader.finish()
+
+
+def test_directory_store_ranges_are_read_into_the_buffers(tmp_path) -> None:
+    store = BlobStore(LocalDirectoryStore(tmp_path))
+    values = np.arange(1000, dtype="<f4")
+    digest = store.put(values.tobytes()).digest
+    source = ObjectStoreSource(store)
+
+    out = np.zeros(300, dtype="<f4")
+    reader = source.open_range(digest, 100 * 4, 600 * 4, "update")
+    reader.fill(out.data.cast("B"))
+    np.testing.assert_array_equal(out, values[100:400])
+    reader.fill(out.data.cast("B"))
+    np.testing.assert_array_equal(out, values[400:700])
+    reader.finish()
+    partly = source.open_range(digest, 0, 600 * 4, "update")
+    partly.fill(out.data.cast("B"))
+    with pytest.raises(ShardInputError, match="1200 bytes unread"):
+        partly.finish()
+    with pytest.raises(ShardInputError, match="ended 400 bytes early"):
+        source.open_range(digest, 900 * 4, 200 * 4, "update")

@@ -4,8 +4,9 @@ gRPC API. Either way a shard's inputs are streamed in chunks into the caller's b
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.storage import BlobStore
@@ -18,13 +19,23 @@ class ShardInputError(ValueError):
     """An input of the shard does not have the expected length or values."""
 
 
+class RangeFiller(Protocol):
+    def fill(self, out: memoryview) -> None:
+        """Copy the range's next len(out) bytes into `out`."""
+        ...
+
+    def finish(self) -> None:
+        """Check that the whole range was read, and release what was held."""
+        ...
+
+
 class BlobSource(Protocol):
     def read(self, digest: str, offset: int, length: int) -> bytes:
         """Bytes [offset, offset + length) of a blob."""
         ...
 
-    def stream(self, digest: str, offset: int, length: int) -> Iterator[bytes]:
-        """The same bytes, in chunks as they arrive."""
+    def open_range(self, digest: str, offset: int, length: int, what: str) -> RangeFiller:
+        """The same bytes, to be copied piece by piece into the caller's buffers."""
         ...
 
 
@@ -37,8 +48,13 @@ class ObjectStoreSource:
     def read(self, digest: str, offset: int, length: int) -> bytes:
         return self._blobs.get_range(digest, offset, length)
 
-    def stream(self, digest: str, offset: int, length: int) -> Iterator[bytes]:
-        return self._blobs.iter_chunks(digest, STREAM_CHUNK_BYTES, offset, length)
+    def open_range(self, digest: str, offset: int, length: int, what: str) -> RangeFiller:
+        file = self._blobs.local_file(digest)
+        if file is not None:
+            return FileRange(file, offset, length, what)
+        return RangeReader(
+            self._blobs.iter_chunks(digest, STREAM_CHUNK_BYTES, offset, length), length, what
+        )
 
 
 class ModelStoreSource:
@@ -50,8 +66,39 @@ class ModelStoreSource:
     def read(self, digest: str, offset: int, length: int) -> bytes:
         return self._models.download(digest, offset, length)
 
-    def stream(self, digest: str, offset: int, length: int) -> Iterator[bytes]:
-        return self._models.stream(digest, offset, length)
+    def open_range(self, digest: str, offset: int, length: int, what: str) -> RangeFiller:
+        return RangeReader(self._models.stream(digest, offset, length), length, what)
+
+
+class FileRange:
+    """Positional reads of a local file straight into the caller's buffers: one copy, from
+    the page cache."""
+
+    def __init__(self, file: BinaryIO, offset: int, length: int, what: str) -> None:
+        size = os.fstat(file.fileno()).st_size
+        if offset + length > size:
+            file.close()
+            raise ShardInputError(f"{what} ended {offset + length - size} bytes early")
+        self._file = file
+        self._position = offset
+        self._end = offset + length
+        self._what = what
+
+    def fill(self, out: memoryview) -> None:
+        if self._position + len(out) > self._end:
+            raise ValueError(f"{self._what}: asked past the end of its range")
+        done = 0
+        while done < len(out):
+            read = os.preadv(self._file.fileno(), [out[done:]], self._position + done)
+            if read == 0:
+                raise ShardInputError(f"{self._what} was truncated while being read")
+            done += read
+        self._position += done
+
+    def finish(self) -> None:
+        self._file.close()
+        if self._position != self._end:
+            raise ShardInputError(f"{self._what}: {self._end - self._position} bytes unread")
 
 
 class RangeReader:

@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 from numpy.typing import NDArray
 
-from fedsilo.aggregator.sources import BlobSource, ModelStoreSource, RangeReader, ShardInputError
+from fedsilo.aggregator.sources import BlobSource, ModelStoreSource, ShardInputError
 from fedsilo.algorithms.aggregate import Vector, normalized_weights
 from fedsilo.algorithms.registry import parse_algorithm, server_optimizer
 from fedsilo.modelstore.client import ModelStoreClient
@@ -68,8 +68,9 @@ def fold_inputs(
     itemsize = np.dtype(dtype).itemsize
     buffer = np.empty(len(inputs) * chunk, dtype=dtype)
     readers = [
-        RangeReader(
-            source.stream(item.digest, begin * itemsize, count * itemsize),
+        source.open_range(
+            item.digest,
+            begin * itemsize,
             count * itemsize,
             f"input of {item.client_id} ({item.digest[:12]})",
         )
@@ -85,7 +86,7 @@ def fold_inputs(
         reader.finish()
 
 
-def _weighted_sum(
+def weighted_sum(
     source: BlobSource,
     inputs: list[aggregator_pb2.ShardInput],
     weights: NDArray[Any],
@@ -96,7 +97,7 @@ def _weighted_sum(
     vector = np.asarray(weights, dtype=np.float32)
 
     def fold(block: NDArray[Any], where: slice) -> None:
-        np.dot(vector, block, out=total[where])
+        np.matmul(vector, block, out=total[where])
 
     fold_inputs(source, inputs, begin, end, fold, "<f4")
     return total
@@ -128,7 +129,7 @@ def combine_shard(shard: aggregator_pb2.Shard, source: BlobSource, write: WriteB
     if secagg is not None:
         delta = _unmasked_sum(secagg, inputs, source, begin, end)
     else:
-        delta = _weighted_sum(source, inputs, weights, begin, end)
+        delta = weighted_sum(source, inputs, weights, begin, end)
     if privacy is not None:
         std = noise_std_per_client(
             privacy.clip_norm, privacy.require_noise_multiplier(), len(inputs), distributed=False

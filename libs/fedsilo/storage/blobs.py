@@ -8,9 +8,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fedsilo.storage.base import CorruptBlob, ObjectStore, StorageError, validate_key
+from fedsilo.storage.local import LocalDirectoryStore
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 
@@ -87,6 +88,13 @@ class BlobStore:
         if offset == 0 and length is None:
             return self._verified(digest, chunks)
         return chunks
+
+    def local_file(self, digest: str) -> BinaryIO | None:
+        """The blob's file when the store is a local directory (for positional reads), else
+        None."""
+        if isinstance(self._store, LocalDirectoryStore):
+            return self._store.open_file(blob_key(digest))
+        return None
 
     def stat(self, digest: str) -> BlobRef:
         return BlobRef(digest, self._store.size(blob_key(digest)))

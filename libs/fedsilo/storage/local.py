@@ -83,6 +83,14 @@ class LocalDirectoryStore:
                     keys.append(key)
         return sorted(keys)
 
+    def open_file(self, key: str) -> BinaryIO:
+        """The object's file, unbuffered, for positional reads straight into a caller's buffer
+        (the object is never rewritten in place: a put renames a new file over it)."""
+        try:
+            return self._path(key).open("rb", buffering=0)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectNotFound(key, self.describe()) from exc
+
     def delete(self, key: str) -> None:
         # Empty directories are left behind: removing them would race with a concurrent put
         # that has just created one, and list() ignores them anyway.

@@ -1,0 +1,428 @@
+"""Aggregation throughput, and aggregator replicas dividing a large round.
+
+1. Plaintext weighted FedAvg of 10 x 10M float32 updates with the aggregator's own fold
+   (inputs streamed in chunks into one preallocated buffer, one matrix-vector product per
+   chunk), against a single `weights @ stacked` numpy call on the same, already stacked data.
+2. A 100M-parameter x 10-client round reduced by 1, 2 and 4 aggregator replicas: real
+   `python -m fedsilo_services.aggregator` processes read the updates from the object store
+   (a directory) and write their shards through a real model store process; the shard queue
+   they lease from is served here with the scheduler's own leasing code
+   (fedsilo.scheduler.shards). Each replica gets one BLAS thread, as a pod with one CPU would.
+3. Exactness under failure: with 2 replicas, one is killed (SIGKILL) holding a lease; its
+   shard is leased again after the lease runs out, and the result must equal, bit for bit,
+   the round reduced by a single replica.
+
+    make bench-aggregation ARGS='--runs 3 --parameters 100000000'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import tempfile
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import numpy as np
+from machine import machine
+
+from fedsilo.aggregator.sources import ObjectStoreSource
+from fedsilo.aggregator.worker import weighted_sum
+from fedsilo.cli.processes import ServiceProcess, spawn
+from fedsilo.rpc.channels import CHANNEL_OPTIONS
+from fedsilo.scheduler.planning import plan_shards
+from fedsilo.scheduler.shards import LeaseLost, ShardState, complete, lease_next, renew_lease
+from fedsilo.storage import BlobStore, LocalDirectoryStore
+from fedsilo.v1 import aggregator_pb2, aggregator_pb2_grpc
+
+RESULTS = Path(__file__).parent / "results"
+GB = 1e9
+
+
+class MemorySource:
+    """Updates already received into memory, streamed in 1 MiB pieces like a store's."""
+
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self.blobs = blobs
+
+    def read(self, digest: str, offset: int, length: int) -> bytes:
+        return self.blobs[digest][offset : offset + length]
+
+    def open_range(self, digest: str, offset: int, length: int, what: str) -> MemoryRange:
+        return MemoryRange(memoryview(self.blobs[digest])[offset : offset + length])
+
+
+class MemoryRange:
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+        self.position = 0
+
+    def fill(self, out: memoryview) -> None:
+        out[:] = self.view[self.position : self.position + len(out)]
+        self.position += len(out)
+
+    def finish(self) -> None:
+        assert self.position == len(self.view)
+
+
+def median_time(action: object, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        action()  # type: ignore[operator]
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def throughput(clients: int, parameters: int, runs: int) -> dict[str, float]:
+    rng = np.random.default_rng(0)
+    stacked = rng.standard_normal((clients, parameters), dtype=np.float32)
+    weights = rng.uniform(1, 10, clients).astype(np.float32)
+    weights /= weights.sum()
+    source = MemorySource({f"c{i}": stacked[i].tobytes() for i in range(clients)})
+    inputs = [aggregator_pb2.ShardInput(client_id=f"c{i}", digest=f"c{i}") for i in range(clients)]
+    ours = weighted_sum(source, inputs, weights, 0, parameters)
+    reference = weights @ stacked
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-5)
+    size = clients * parameters * 4
+    t_ours = median_time(lambda: weighted_sum(source, inputs, weights, 0, parameters), runs)
+    t_ref = median_time(lambda: weights @ stacked, runs)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("FEDSILO_BENCH_TMP")) as scratch:
+        # The replicas' path: positional reads from the object store's files (page cache).
+        blobs = BlobStore(LocalDirectoryStore(Path(scratch)))
+        stored = ObjectStoreSource(blobs)
+        on_disk = [
+            aggregator_pb2.ShardInput(client_id=f"c{i}", digest=blobs.put(row.tobytes()).digest)
+            for i, row in enumerate(stacked)
+        ]
+        t_store = median_time(lambda: weighted_sum(stored, on_disk, weights, 0, parameters), runs)
+    return {
+        "bytes": size,
+        "fold_s": t_ours,
+        "fold_from_store_s": t_store,
+        "reference_s": t_ref,
+        "fold_gb_s": size / t_ours / GB,
+        "fold_from_store_gb_s": size / t_store / GB,
+        "reference_gb_s": size / t_ref / GB,
+        "ratio_to_reference": t_ref / t_ours,
+        "store_ratio_to_reference": t_ref / t_store,
+    }
+
+
+class BenchQueue(aggregator_pb2_grpc.AggregationQueueServicer):
+    """The AggregationQueue service over one round's shards, with the scheduler's leasing."""
+
+    def __init__(self, lease_s: float) -> None:
+        self.lease_s = lease_s
+        self._wake = threading.Condition()
+        self._shards: list[ShardState] = []
+        self._template = aggregator_pb2.Shard()
+        self.leases: list[tuple[str, str]] = []  # (worker, shard) in lease order
+
+    def start_round(self, template: aggregator_pb2.Shard, parameters: int, width: int) -> None:
+        with self._wake:
+            self._template = template
+            self._shards = [
+                ShardState(f"shard-{i}", begin, end)
+                for i, (begin, end) in enumerate(plan_shards(parameters, width))
+            ]
+            self.leases = []
+            self._wake.notify_all()
+
+    def wait_done(self, timeout_s: float) -> list[ShardState]:
+        deadline = time.monotonic() + timeout_s
+        with self._wake:
+            while not all(shard.done for shard in self._shards):
+                if not self._wake.wait(timeout=max(0.0, deadline - time.monotonic())):
+                    raise TimeoutError("the round was not reduced in time")
+            return list(self._shards)
+
+    def LeaseShard(
+        self, request: aggregator_pb2.LeaseShardRequest, context: grpc.ServicerContext
+    ) -> aggregator_pb2.LeaseShardResponse:
+        deadline = time.monotonic() + request.wait_s
+        with self._wake:
+            while True:
+                shard = lease_next(self._shards, request.worker_id, time.time(), self.lease_s)
+                if shard is not None:
+                    self.leases.append((request.worker_id, shard.shard_id))
+                    self._wake.notify_all()
+                    message = aggregator_pb2.Shard()
+                    message.CopyFrom(self._template)
+                    message.shard_id, message.lease_id = shard.shard_id, shard.lease_id
+                    message.begin, message.end = shard.begin, shard.end
+                    message.lease_expires_unix = shard.lease_expires
+                    return aggregator_pb2.LeaseShardResponse(has_shard=True, shard=message)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return aggregator_pb2.LeaseShardResponse(has_shard=False)
+                self._wake.wait(timeout=min(remaining, 0.5))
+
+    def RenewLease(
+        self, request: aggregator_pb2.RenewLeaseRequest, context: grpc.ServicerContext
+    ) -> aggregator_pb2.RenewLeaseResponse:
+        with self._wake:
+            shard = next(s for s in self._shards if s.shard_id == request.shard_id)
+            try:
+                expires = renew_lease(shard, request.lease_id, time.time(), self.lease_s)
+            except LeaseLost as lost:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(lost))
+            return aggregator_pb2.RenewLeaseResponse(lease_expires_unix=expires)
+
+    def CompleteShard(
+        self, request: aggregator_pb2.CompleteShardRequest, context: grpc.ServicerContext
+    ) -> aggregator_pb2.CompleteShardResponse:
+        with self._wake:
+            shard = next(s for s in self._shards if s.shard_id == request.shard_id)
+            accepted = complete(
+                shard,
+                request.lease_id,
+                request.worker_id,
+                request.weights.digest,
+                dict(request.server_state),
+            )
+            self._wake.notify_all()
+            return aggregator_pb2.CompleteShardResponse(accepted=accepted)
+
+
+class Bench:
+    """A model store and a shard queue over one objects folder; replicas come and go."""
+
+    def __init__(self, root: Path, lease_s: float) -> None:
+        self.root = root
+        self.blobs = BlobStore(LocalDirectoryStore(root / "objects"))
+        self.queue = BenchQueue(lease_s)
+        self.server = grpc.server(futures.ThreadPoolExecutor(32), options=CHANNEL_OPTIONS[:2])
+        aggregator_pb2_grpc.add_AggregationQueueServicer_to_server(self.queue, self.server)
+        self.queue_address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+        self.common = {
+            "FEDSILO_INSECURE": "true",
+            "FEDSILO_AUDIT_DIR": str(root / "audit"),
+            "FEDSILO_STORAGE_PATH": str(root / "objects"),
+        }
+        self.modelstore = spawn(
+            "modelstore",
+            "fedsilo_services.modelstore",
+            {**self.common, "FEDSILO_KEYMANAGER_ADDRESS": "127.0.0.1:1"},
+            root / "run",
+        )
+        self.modelstore.wait_ready(60)
+
+    def replicas(self, count: int) -> list[ServiceProcess]:
+        workers = [
+            spawn(
+                f"aggregator-{i}",
+                "fedsilo_services.aggregator",
+                {
+                    **self.common,
+                    "FEDSILO_SCHEDULER_ADDRESS": self.queue_address,
+                    "FEDSILO_MODELSTORE_ADDRESS": self.modelstore.grpc_address,
+                    "FEDSILO_WORKER_ID": f"aggregator-{i}",
+                    "FEDSILO_DIRECT_READS": "true",
+                    "FEDSILO_POLL_S": "0.5",
+                    "OPENBLAS_NUM_THREADS": "1",
+                    "OMP_NUM_THREADS": "1",
+                },
+                self.root / "run",
+            )
+            for i in range(count)
+        ]
+        for worker in workers:
+            worker.wait_ready(60)
+        return workers
+
+    def reduce(self, template: aggregator_pb2.Shard, parameters: int, width: int) -> list[str]:
+        self.queue.start_round(template, parameters, width)
+        return [shard.weights for shard in self.queue.wait_done(timeout_s=900)]
+
+    def result(self, digests: list[str]) -> np.ndarray:
+        return np.concatenate([np.frombuffer(self.blobs.get(d), "<f4") for d in digests])
+
+    def close(self) -> None:
+        for process in [self.modelstore]:
+            process.process.terminate()
+            process.process.wait(30)
+        self.server.stop(0)
+
+
+def stop(workers: list[ServiceProcess]) -> None:
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.process.terminate()
+    for worker in workers:
+        worker.process.wait(30)
+
+
+def write_round(
+    bench: Bench, clients: int, parameters: int
+) -> tuple[aggregator_pb2.Shard, np.ndarray]:
+    """Synthetic updates of `parameters` float32 each, their counts, and the zero base model;
+    returns the shard template and the expected new weights (computed in float64)."""
+    rng = np.random.default_rng(1)
+    counts = rng.integers(50, 500, clients)
+    expected = np.zeros(parameters, np.float64)
+    inputs = []
+    for i in range(clients):
+        update = rng.standard_normal(parameters, dtype=np.float32)
+        expected += update * (counts[i] / counts.sum())
+        ref = bench.blobs.put(update.tobytes())
+        inputs.append(
+            aggregator_pb2.ShardInput(
+                client_id=f"site-{i}", digest=ref.digest, num_examples=int(counts[i])
+            )
+        )
+        del update
+    base = bench.blobs.put(np.zeros(parameters, "<f4").tobytes()).digest
+    template = aggregator_pb2.Shard(
+        job_id="bench",
+        round=1,
+        base_digest=base,
+        inputs=inputs,
+        algorithm_json=json.dumps({"name": "fedavg"}),
+    )
+    return template, expected
+
+
+def replica_scaling(
+    clients: int, parameters: int, width: int, counts: list[int], runs: int
+) -> dict[str, object]:
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("FEDSILO_BENCH_TMP")) as scratch:
+        bench = Bench(Path(scratch), lease_s=30.0)
+        try:
+            written = time.perf_counter()
+            template, expected = write_round(bench, clients, parameters)
+            print(
+                f"  wrote {clients} updates of {parameters:,} float32 in "
+                f"{time.perf_counter() - written:.1f}s"
+            )
+            reference: np.ndarray | None = None
+            for count in counts:
+                workers = bench.replicas(count)
+                times = []
+                try:
+                    for _ in range(runs):
+                        start = time.perf_counter()
+                        digests = bench.reduce(template, parameters, width)
+                        times.append(time.perf_counter() - start)
+                finally:
+                    stop(workers)
+                result = bench.result(digests)
+                if reference is None:
+                    reference = result
+                    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-4)
+                exact = bool(np.array_equal(result, reference))
+                results[str(count)] = {
+                    "median_s": statistics.median(times),
+                    "runs_s": times,
+                    "exact": exact,
+                }
+                print(
+                    f"  {count} replica(s): median {statistics.median(times):.2f}s "
+                    f"(runs {', '.join(f'{t:.2f}' for t in times)}), "
+                    f"bit-identical to 1 replica: {exact}"
+                )
+            assert reference is not None
+            results["killed_replica_exact"] = kill_one(
+                bench, template, parameters, width, reference
+            )
+        finally:
+            bench.close()
+    return results
+
+
+def kill_one(
+    bench: Bench,
+    template: aggregator_pb2.Shard,
+    parameters: int,
+    width: int,
+    reference: np.ndarray,
+) -> bool:
+    """Two replicas; SIGKILL one as soon as it holds a lease; the other finishes the round
+    after the lease runs out. The result must be bit-identical."""
+    bench.queue.lease_s = 3.0
+    workers = bench.replicas(2)
+    victim = workers[0]
+    try:
+        bench.queue.start_round(template, parameters, width)
+        deadline = time.monotonic() + 60
+        while not any(worker == "aggregator-0" for worker, _ in bench.queue.leases):
+            if time.monotonic() > deadline:
+                raise TimeoutError("aggregator-0 never leased a shard")
+            time.sleep(0.01)
+        os.killpg(victim.process.pid, signal.SIGKILL)
+        victim.process.wait()
+        shards = bench.queue.wait_done(timeout_s=900)
+        releases = [s for w, s in bench.queue.leases if w == "aggregator-0"]
+        again = [s for w, s in bench.queue.leases if w != "aggregator-0" and s in releases]
+        exact = bool(np.array_equal(bench.result([s.weights for s in shards]), reference))
+        print(
+            f"  killed aggregator-0 holding {releases[-1]}; re-leased to the survivor: "
+            f"{bool(again)}; result bit-identical: {exact}"
+        )
+        return exact and bool(again)
+    finally:
+        stop(workers)
+        bench.queue.lease_s = 30.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--fold-parameters", type=int, default=10_000_000)
+    parser.add_argument("--parameters", type=int, default=100_000_000)
+    parser.add_argument("--shard-parameters", type=int, default=4_000_000)
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
+    args = parser.parse_args()
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['cores']} cores, Python {info['python']}")
+
+    print(
+        f"plaintext FedAvg fold, {args.clients} x {args.fold_parameters:,} float32, "
+        f"median of {args.runs}:"
+    )
+    fold = throughput(args.clients, args.fold_parameters, args.runs)
+    print(
+        f"  fedsilo fold {fold['fold_gb_s']:.2f} GB/s ({fold['fold_s'] * 1e3:.0f} ms); "
+        f"numpy weights @ stacked {fold['reference_gb_s']:.2f} GB/s "
+        f"({fold['reference_s'] * 1e3:.0f} ms); ratio {fold['ratio_to_reference']:.2f} "
+        f"(target >= 0.7: {'PASS' if fold['ratio_to_reference'] >= 0.7 else 'FAIL'})"
+    )
+    print(
+        f"  from the object store's files (page cache): {fold['fold_from_store_gb_s']:.2f} "
+        f"GB/s, ratio {fold['store_ratio_to_reference']:.2f}"
+    )
+
+    print(
+        f"replicas, {args.clients} x {args.parameters:,} float32 in shards of "
+        f"{args.shard_parameters:,}, median of {args.runs}:"
+    )
+    scaling = replica_scaling(
+        args.clients, args.parameters, args.shard_parameters, args.replicas, args.runs
+    )
+    one = scaling.get("1")
+    two = scaling.get("2")
+    if isinstance(one, dict) and isinstance(two, dict):
+        ratio = two["median_s"] / one["median_s"]
+        scaling["two_over_one"] = ratio
+        print(
+            f"  2 replicas / 1 replica = {ratio:.2f} "
+            f"(target <= 0.65: {'PASS' if ratio <= 0.65 else 'FAIL'})"
+        )
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / "aggregation.json"
+    out.write_text(json.dumps({"machine": info, "fold": fold, "replicas": scaling}, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
