@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from phe.paillier import PaillierPrivateKey, PaillierPublicKey
 
 from fedsilo.paillier.packing import PackingSpec, dequantize_sum, pack, quantize, unpack
-from fedsilo.paillier.randomness import PrecomputedRandomness, encrypt_with
+from fedsilo.paillier.randomness import PrecomputedRandomness, compute_randomness, encrypt_with
 
 CANARY = 1
 # Work items per process: smaller chunks even out the load between processes.
@@ -76,7 +76,8 @@ def _encrypt_chunk(task: tuple[int, list[int]]) -> bytes:
     # Module level and given plain ints so that a spawned process can run it.
     n, plaintexts = task
     public_key = PaillierPublicKey(n)
-    return serialize_ciphertexts([public_key.raw_encrypt(p) for p in plaintexts], public_key)
+    randomness = compute_randomness(public_key, len(plaintexts))
+    return serialize_ciphertexts(encrypt_with(plaintexts, public_key, randomness), public_key)
 
 
 def _decrypt_chunk(task: tuple[int, int, int, list[int]]) -> list[int]:

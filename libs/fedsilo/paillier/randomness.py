@@ -1,10 +1,15 @@
-"""Paillier encryption randomness computed ahead of time.
+"""Paillier encryption randomness computed ahead of time, cheaply.
 
-A Paillier ciphertext is (1 + n·m) · r^n mod n² (g = n + 1): all the cost is r^n mod n², a
-modular exponentiation that does not depend on the message. A client knows how many
-ciphertexts its update needs as soon as a round starts, so it computes the r^n values in
-background processes while local training runs; encrypting the update is then one
-multiplication per ciphertext. Every value is used once.
+A Paillier ciphertext is (1 + n·m) · r^n mod n² (g = n + 1): all the cost is the factor r^n,
+which does not depend on the message. Two things make it cheap:
+
+- Damgard-Jurik-Nielsen randomness: r^n = h_s^a with h_s = (-x²)^n mod n² fixed per key and
+  a uniform below 2^⌈k/2⌉ (k the bits of n). The exponent is half as long as n, and its base
+  is fixed, so a comb table of h_s^(d·2^(8j)) turns each exponentiation into ⌈k/16⌉
+  multiplications instead of a 2048-bit modular exponentiation (about 30 times faster).
+- A client knows how many ciphertexts its update needs as soon as a round starts, so it
+  computes the values in background processes while local training runs; encrypting the
+  update is then one multiplication per ciphertext. Every value is used once.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from phe.paillier import PaillierPublicKey
 _CHUNKS_PER_PROCESS = 4
 
 
+_WINDOW_BITS = 8
+
+
 def _random_unit(n: int) -> int:
     """Uniform r in [1, n) coprime to n (a non-unit would reveal a factor of n)."""
     while True:
@@ -29,11 +37,42 @@ def _random_unit(n: int) -> int:
             return r
 
 
+def _comb_table(base: gmpy2.mpz, modulus: gmpy2.mpz, exponent_bits: int) -> list[list[gmpy2.mpz]]:
+    """table[j][d] = base^(d · 2^(8j)) mod modulus, for every 8-bit digit d of the exponent."""
+    table = []
+    power = base  # base^(2^(8j))
+    for _ in range(-(-exponent_bits // _WINDOW_BITS)):
+        row = [gmpy2.mpz(1), power]
+        for _ in range(2, 1 << _WINDOW_BITS):
+            row.append(row[-1] * power % modulus)
+        table.append(row)
+        power = row[-1] * power % modulus
+    return table
+
+
+def _comb_power(table: list[list[gmpy2.mpz]], exponent: int, modulus: gmpy2.mpz) -> gmpy2.mpz:
+    result = gmpy2.mpz(1)
+    for row in table:
+        if not exponent:
+            break
+        digit = exponent & ((1 << _WINDOW_BITS) - 1)
+        if digit:
+            result = result * row[digit] % modulus
+        exponent >>= _WINDOW_BITS
+    return result
+
+
 def _powers(task: tuple[int, int]) -> list[int]:
     # Module level and given plain ints so that a spawned process can run it.
     n, count = task
+    if count == 0:
+        return []
     nsquare = gmpy2.mpz(n) * n
-    return [int(gmpy2.powmod(_random_unit(n), n, nsquare)) for _ in range(count)]
+    x = _random_unit(n)
+    fixed = gmpy2.powmod(-x * x % n, n, nsquare)  # h_s: an n-th power, so it encrypts 0
+    exponent_bits = (n.bit_length() + 1) // 2
+    table = _comb_table(fixed, nsquare, exponent_bits)
+    return [int(_comb_power(table, secrets.randbits(exponent_bits), nsquare)) for _ in range(count)]
 
 
 def compute_randomness(
