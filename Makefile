@@ -85,7 +85,7 @@ bench-paillier: $(STAMP)
 	$(PY) bench/paillier.py $(ARGS)
 
 bench-aggregation: $(STAMP)
-	cd bench && ../$(PY) aggregation.py $(ARGS)
+	$(PY) bench/aggregation.py $(ARGS)
 
 bench-secagg: $(STAMP)
 	$(PY) bench/secagg.py $(ARGS)
