@@ -34,7 +34,7 @@ log = logging.getLogger("fedsilo.aggregator")
 WriteBlob = Callable[[bytes, str], str]  # (data, dtype) -> digest
 # Coordinates per client row of the combine buffer: rows of all inputs stay in cache while one
 # matrix-vector product folds them, so each byte of an update crosses memory once.
-CHUNK_COORDINATES = 1 << 16
+CHUNK_COORDINATES = 1 << 15
 
 
 @dataclass(frozen=True)

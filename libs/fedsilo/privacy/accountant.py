@@ -20,10 +20,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dp_accounting import dp_event
-from dp_accounting.rdp import RdpAccountant
+if TYPE_CHECKING:
+    from dp_accounting import dp_event
 
 ACCOUNTANT_NAME = "rdp"
 
@@ -37,6 +37,10 @@ class RecordedRounds:
     count: int
 
     def to_event(self) -> dp_event.DpEvent:
+        # dp_accounting (and scipy) load on first use: ~110 MB that services without a
+        # private job never need.
+        from dp_accounting import dp_event
+
         gaussian = dp_event.GaussianDpEvent(self.noise_multiplier)
         sampled = dp_event.PoissonSampledDpEvent(self.sampling_probability, gaussian)
         return dp_event.SelfComposedDpEvent(sampled, self.count)
@@ -53,6 +57,8 @@ class PrivacyAccountant:
         _check_delta(delta)
         self._delta = delta
         self._history: list[RecordedRounds] = []
+        from dp_accounting.rdp import RdpAccountant
+
         self._rdp = RdpAccountant()
 
     @property
@@ -96,6 +102,8 @@ class PrivacyAccountant:
         self, noise_multiplier: float, sampling_probability: float, count: int = 1
     ) -> float:
         """ε if `count` more such rounds were recorded; lets a site check its cap beforehand."""
+        from dp_accounting.rdp import RdpAccountant
+
         entry = _checked(noise_multiplier, sampling_probability, count)
         trial = RdpAccountant()
         for recorded in (*self._history, entry):
