@@ -33,6 +33,8 @@ from numpy.typing import NDArray
 from fedsilo.privacy.config import DifferentialPrivacy
 
 Vector = NDArray[np.float32]
+# Coordinates per pass: a chunk's float64 squares or float32 noise stay in L2 cache.
+_CHUNK_COORDINATES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,10 @@ def clip_update(delta: NDArray[np.floating], clip_norm: float) -> tuple[Vector, 
     """
     _check_positive("clip_norm", clip_norm)
     vector = _flat_float32(delta, "delta")
-    norm = float(np.sqrt(np.sum(np.square(vector, dtype=np.float64))))
+    norm = _l2_norm(vector)
+    if not math.isfinite(norm):
+        # Squares of float32 values cannot overflow a float64 sum: a value is NaN or inf.
+        _refuse_non_finite(vector, "delta")
     if norm > clip_norm:
         vector *= np.float32(clip_norm / norm)
     return vector, norm
@@ -62,14 +67,23 @@ def clip_update(delta: NDArray[np.floating], clip_norm: float) -> tuple[Vector, 
 def add_gaussian_noise(
     update: NDArray[np.floating], std: float, rng: np.random.Generator
 ) -> Vector:
-    """A float32 copy of `update` plus independent N(0, std²) noise on every coordinate."""
+    """A float32 copy of `update` plus independent N(0, std²) noise on every coordinate.
+
+    The noise is drawn a cache-sized chunk at a time into one reused buffer; the draws are
+    those of one rng.standard_normal(len(update), dtype=float32) call.
+    """
     if not math.isfinite(std) or std < 0:
         raise ValueError(f"noise std must be finite and >= 0, got {std}")
     vector = _flat_float32(update, "update")
+    _refuse_non_finite(vector, "update")
     if std > 0:
-        noise = rng.standard_normal(vector.shape, dtype=np.float32)
-        noise *= np.float32(std)
-        vector += noise
+        noise = np.empty(min(_CHUNK_COORDINATES, len(vector)), dtype=np.float32)
+        for start in range(0, len(vector), _CHUNK_COORDINATES):
+            part = vector[start : start + _CHUNK_COORDINATES]
+            draw = noise[: len(part)]
+            rng.standard_normal(out=draw, dtype=np.float32)
+            draw *= np.float32(std)
+            part += draw
     return vector
 
 
@@ -123,12 +137,26 @@ def _flat_float32(values: NDArray[np.floating], name: str) -> Vector:
         raise ValueError(f"{name} must be a flat vector, got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"{name} must hold floats, got dtype {array.dtype}")
-    vector = array.astype(np.float32, copy=True)
+    return array.astype(np.float32, copy=True)
+
+
+def _refuse_non_finite(vector: Vector, name: str) -> None:
     bad = int(np.count_nonzero(~np.isfinite(vector)))
     if bad:
         # A NaN norm would slip past the clip: refuse rather than release an unbounded update.
         raise ValueError(f"{name} has {bad} non-finite values (NaN or inf); nothing was released")
-    return vector
+
+
+def _l2_norm(vector: Vector) -> float:
+    """The L2 norm, its squares summed in float64 a cache-sized chunk at a time (no
+    full-size float64 temporary)."""
+    buffer = np.empty(min(_CHUNK_COORDINATES, len(vector)))
+    total = 0.0
+    for start in range(0, len(vector), _CHUNK_COORDINATES):
+        chunk = buffer[: len(vector[start : start + _CHUNK_COORDINATES])]
+        np.square(vector[start : start + _CHUNK_COORDINATES], out=chunk, dtype=np.float64)
+        total += float(chunk.sum())
+    return math.sqrt(total)
 
 
 def _check_positive(name: str, value: float) -> None:

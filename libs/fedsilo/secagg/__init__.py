@@ -12,13 +12,14 @@ from fedsilo.secagg.graph import (
 from fedsilo.secagg.keys import ClientKeys, agree, agreement_context
 from fedsilo.secagg.masking import (
     DanglingPair,
+    apply_masks,
     mask_update,
     pairwise_seed,
     recover_dangling_pairs,
     ring_add_into,
     unmask_sum,
 )
-from fedsilo.secagg.prg import SEED_BYTES, expand_mask, new_seed
+from fedsilo.secagg.prg import SEED_BYTES, MaskStream, expand_mask, new_seed
 from fedsilo.secagg.protocol import (
     KEY_ALGORITHM,
     AdvertisedKeys,
@@ -40,6 +41,7 @@ __all__ = [
     "ClientKeys",
     "ClientRound",
     "DanglingPair",
+    "MaskStream",
     "ProtocolError",
     "Reveal",
     "RingSpec",
@@ -50,6 +52,7 @@ __all__ = [
     "Unmasking",
     "agree",
     "agreement_context",
+    "apply_masks",
     "combine_shares",
     "dequantize_sum",
     "expand_mask",

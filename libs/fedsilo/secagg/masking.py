@@ -7,6 +7,11 @@ of survivors; the server removes each survivor's self mask PRG(b_u) and, for eac
 survivor u whose neighbour v dropped, the dangling mask u applied towards v. Every
 function works on a coordinate range [begin, begin + len) alone, so an aggregator shard
 can unmask only its own range.
+
+Every mask of a pair or of a dropped client comes from its own seed, so none can be skipped
+or merged: a client expands k + 1 masks, the server one per survivor plus one per
+(survivor, dropped neighbour) pair. What can be saved is memory traffic: `apply_masks` walks
+the vector in cache-sized chunks and adds all masks to a chunk before moving on.
 """
 
 from __future__ import annotations
@@ -19,9 +24,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from numpy.typing import NDArray
 
 from fedsilo.secagg.keys import ClientKeys, agree, agreement_context
-from fedsilo.secagg.prg import expand_mask
+from fedsilo.secagg.parallel import run_in_parts
+from fedsilo.secagg.prg import MaskStream, check_ring_buffer
 
 RingVector = NDArray[np.uint32]
+# Coordinates per chunk: a chunk of the vector and one of the keystream (256 KiB each) stay
+# in a core's L2 cache while every mask is added to it.
+CHUNK_COORDINATES = 1 << 16
 
 
 class DanglingPair(NamedTuple):
@@ -86,26 +95,24 @@ def mask_update(
     self_seed: bytes,
     pairwise: Mapping[str, bytes],
     begin: int = 0,
+    threads: int | None = 1,
 ) -> RingVector:
     """y = x + PRG(self_seed) + sum_{peer > me} PRG(s) - sum_{peer < me} PRG(s) (mod 2^32).
 
     `quantized` holds coordinates [begin, begin + len) of the update; `pairwise` maps each
-    neighbour's id to the seed shared with it.
+    neighbour's id to the seed shared with it; `threads` as in `apply_masks`.
     """
     _check_ring_vector("quantized", quantized)
     if my_id in pairwise:
         raise ValueError(f"pairwise seeds must not include the client itself ({my_id!r})")
-    end = begin + len(quantized)
-    masked = quantized.copy()
-    scratch = np.empty_like(masked)
-    np.add(masked, expand_mask(self_seed, begin, end, out=scratch), out=masked)
-    for peer_id, seed in pairwise.items():
-        expand_mask(seed, begin, end, out=scratch)
-        if peer_id > my_id:
-            np.add(masked, scratch, out=masked)
-        else:
-            np.subtract(masked, scratch, out=masked)
-    return masked
+    return apply_masks(
+        quantized,
+        begin,
+        added=[self_seed, *(seed for peer, seed in pairwise.items() if peer > my_id)],
+        subtracted=[seed for peer, seed in pairwise.items() if peer < my_id],
+        out=np.empty_like(quantized),
+        threads=threads,
+    )
 
 
 def unmask_sum(
@@ -113,11 +120,14 @@ def unmask_sum(
     begin: int,
     self_seeds: Mapping[str, bytes],
     dangling_pairs: Sequence[tuple[str, str, bytes]],
+    threads: int | None = 1,
 ) -> RingVector:
     """Sum of the survivors' quantized updates from the sum of their masked updates.
 
     `self_seeds` holds every survivor's self seed, `dangling_pairs` every (survivor,
-    dropped, seed) of a survivor whose neighbour dropped after the keys were shared.
+    dropped, seed) of a survivor whose neighbour dropped after the keys were shared;
+    `threads` as in `apply_masks`. All of these masks must be expanded: each comes from its
+    own seed.
     """
     _check_ring_vector("masked_sum", masked_sum)
     seen: set[tuple[str, str]] = set()
@@ -131,19 +141,62 @@ def unmask_sum(
         if (survivor, dropped) in seen:
             raise ValueError(f"dangling pair ({survivor!r}, {dropped!r}) given twice")
         seen.add((survivor, dropped))
-    end = begin + len(masked_sum)
-    total = masked_sum.copy()
-    scratch = np.empty_like(total)
-    for seed in self_seeds.values():
-        np.subtract(total, expand_mask(seed, begin, end, out=scratch), out=total)
-    for survivor, dropped, seed in dangling_pairs:
-        expand_mask(seed, begin, end, out=scratch)
-        # Undo what the survivor did: it added the mask when the dropped id is greater.
-        if dropped > survivor:
-            np.subtract(total, scratch, out=total)
-        else:
-            np.add(total, scratch, out=total)
-    return total
+    # Undo what each survivor did: it added the pair's mask when the dropped id is greater.
+    return apply_masks(
+        masked_sum,
+        begin,
+        added=[seed for survivor, dropped, seed in dangling_pairs if dropped < survivor],
+        subtracted=[
+            *self_seeds.values(),
+            *(seed for survivor, dropped, seed in dangling_pairs if dropped > survivor),
+        ],
+        out=np.empty_like(masked_sum),
+        threads=threads,
+    )
+
+
+def apply_masks(
+    values: RingVector,
+    begin: int,
+    added: Sequence[bytes],
+    subtracted: Sequence[bytes],
+    out: RingVector | None = None,
+    threads: int | None = 1,
+) -> RingVector:
+    """out = values + sum PRG(added) - sum PRG(subtracted) (mod 2^32), over coordinates
+    [begin, begin + len(values)); in place when `out` is omitted or is `values`.
+
+    Chunk by chunk, each stream writes into one reused, cache-sized buffer that is added at
+    once, so main memory sees each coordinate of `values` and `out` once, whatever the
+    number of masks. threads: split the range across this many threads (None: one per
+    core); the result does not depend on it.
+    """
+    _check_ring_vector("values", values)
+    if out is None:
+        out = values
+    else:
+        check_ring_buffer("out", out, len(values))
+    target = out  # `out` narrowed to an array, for the closure
+
+    def apply_part(start: int, stop: int) -> None:
+        streams: list[tuple[MaskStream, np.ufunc]] = [
+            (MaskStream(seed, begin + start), np.add) for seed in added
+        ]
+        streams += [(MaskStream(seed, begin + start), np.subtract) for seed in subtracted]
+        if not streams:
+            np.copyto(target[start:stop], values[start:stop])
+            return
+        scratch = np.empty(min(CHUNK_COORDINATES, stop - start), dtype=np.uint32)
+        for chunk in range(start, stop, CHUNK_COORDINATES):
+            chunk_stop = min(chunk + CHUNK_COORDINATES, stop)
+            source, result = values[chunk:chunk_stop], target[chunk:chunk_stop]
+            mask = scratch[: chunk_stop - chunk]
+            for stream, combine in streams:
+                combine(source, stream.read_into(mask), out=result)
+                source = result
+
+    run_in_parts(len(values), threads, apply_part)
+    return out
 
 
 def ring_add_into(total: RingVector, update: RingVector) -> RingVector:

@@ -108,6 +108,8 @@ class ClientRound:
     config: RoundConfig
     keys: ClientKeys = field(default_factory=ClientKeys.generate)
     self_seed: bytes = field(default_factory=new_seed)
+    # Threads that mask an input (None: one per core); masking is on the round's critical path.
+    threads: int | None = None
     _advertised: dict[str, AdvertisedKeys] = field(default_factory=dict)
     _own_shares: dict[Kind, Share] = field(default_factory=dict)
     _revealed: bool = False
@@ -158,7 +160,9 @@ class ClientRound:
             for peer in graph[self.client_id]
             if peer in u2
         }
-        return mask_update(quantized, self.client_id, self.self_seed, pairwise)
+        return mask_update(
+            quantized, self.client_id, self.self_seed, pairwise, threads=self.threads
+        )
 
     def reveal(
         self,
@@ -255,6 +259,15 @@ class ServerRound:
         return Unmasking(self_seeds, dangling)
 
     @staticmethod
-    def unmask(masked_sum: RingVector, begin: int, unmasking: Unmasking) -> RingVector:
-        """Σ survivors' quantized inputs over [begin, begin + len): any shard alone."""
-        return unmask_sum(masked_sum, begin, unmasking.self_seeds, list(unmasking.dangling_pairs))
+    def unmask(
+        masked_sum: RingVector, begin: int, unmasking: Unmasking, threads: int | None = 1
+    ) -> RingVector:
+        """Σ survivors' quantized inputs over [begin, begin + len): any shard alone. One
+        thread by default: aggregator replicas already split the coordinates into shards."""
+        return unmask_sum(
+            masked_sum,
+            begin,
+            unmasking.self_seeds,
+            list(unmasking.dangling_pairs),
+            threads=threads,
+        )

@@ -13,8 +13,10 @@ from fedsilo.secagg import (
     DanglingPair,
     RingSpec,
     Share,
+    apply_masks,
     combine_shares,
     dequantize_sum,
+    expand_mask,
     mask_update,
     neighbours,
     new_seed,
@@ -28,6 +30,8 @@ from fedsilo.secagg import (
     share_secret,
     unmask_sum,
 )
+from fedsilo.secagg.masking import CHUNK_COORDINATES
+from fedsilo.secagg.parallel import MIN_PART_COORDINATES
 
 JOB = "job-42"
 ROUND = 3
@@ -205,3 +209,43 @@ def test_a_wrong_share_is_caught_when_recovering_a_mask_key() -> None:
 def test_masking_refuses_a_non_ring_vector() -> None:
     with pytest.raises(ValueError, match="quantized must be a 1-D uint32"):
         mask_update(np.zeros(4, np.int64), "m", new_seed(), {})
+
+
+def test_apply_masks_adds_and_subtracts_each_stream() -> None:
+    values = np.arange(1_000, dtype=np.uint32)
+    plus, minus = new_seed(), new_seed()
+
+    result = apply_masks(values, 17, [plus], [minus], out=np.empty_like(values))
+
+    expected = values + expand_mask(plus, 17, 1_017) - expand_mask(minus, 17, 1_017)
+    np.testing.assert_array_equal(result, expected)
+    np.testing.assert_array_equal(values, np.arange(1_000, dtype=np.uint32))  # input untouched
+
+
+def test_apply_masks_works_in_place_and_copies_with_no_masks() -> None:
+    values, seed = np.arange(300, dtype=np.uint32), new_seed()
+    expected = values + expand_mask(seed, 0, 300)
+    assert apply_masks(values, 0, [seed], []) is values
+    np.testing.assert_array_equal(values, expected)
+    out = np.zeros(300, np.uint32)
+    np.testing.assert_array_equal(apply_masks(values, 0, [], [], out=out), expected)
+
+
+@pytest.mark.parametrize("threads", [2, 3, None])
+def test_threads_give_the_result_of_one_pass(threads: int | None) -> None:
+    # More than 2 * MIN_PART_COORDINATES, starting off a block and chunk boundary.
+    size = 2 * MIN_PART_COORDINATES + CHUNK_COORDINATES + 37
+    values = np.random.default_rng(0).integers(0, 2**32, size, dtype=np.uint32)
+    seeds = [new_seed() for _ in range(3)]
+    single = apply_masks(values, 5, seeds[:2], seeds[2:], out=np.empty_like(values))
+
+    threaded = apply_masks(
+        values, 5, seeds[:2], seeds[2:], out=np.empty_like(values), threads=threads
+    )
+
+    np.testing.assert_array_equal(threaded, single)
+
+
+def test_apply_masks_refuses_a_mismatched_out() -> None:
+    with pytest.raises(ValueError, match="out must be"):
+        apply_masks(np.zeros(4, np.uint32), 0, [new_seed()], [], out=np.zeros(5, np.uint32))

@@ -116,3 +116,17 @@ def test_the_server_refuses_too_few_shares_or_a_survivors_mask_key() -> None:
     poisoned = [replace(reveals[0], kind="mask_key")]
     with pytest.raises(ProtocolError, match="must never be revealed"):
         server.reconstruct(ids, ids, poisoned)
+
+
+def test_a_client_masks_the_same_on_any_number_of_threads() -> None:
+    _, clients = _round(3)
+    advertised = [c.advertise() for c in clients]
+    for client in clients:
+        client.share(advertised)
+    shared = [c.client_id for c in clients]
+    quantized = np.random.default_rng(0).integers(0, 2**20, 600_000, dtype=np.uint32)
+    clients[0].threads = 1
+    single = clients[0].masked_input(quantized, shared)
+
+    clients[0].threads = 2
+    np.testing.assert_array_equal(clients[0].masked_input(quantized, shared), single)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedsilo.fixedpoint import to_levels
 from fedsilo.secagg import RingSpec, dequantize_sum, quantization_step, quantize
 
 SPEC = RingSpec(clip=1.0, num_clients=5)
@@ -82,3 +83,26 @@ def test_invalid_specs_name_the_field(kwargs: dict[str, float], field: str) -> N
 def test_dequantizing_more_clients_than_the_spec_allows_is_refused() -> None:
     with pytest.raises(ValueError, match="count"):
         dequantize_sum(np.zeros(3, np.uint32), SPEC, count=6)
+
+
+def test_nearest_rounding_matches_the_shared_fixed_point_arithmetic() -> None:
+    spec = RingSpec(clip=0.5, num_clients=100)
+    values = np.random.default_rng(3).uniform(-0.8, 0.8, 200_003).astype(np.float32)
+    expected = to_levels(values, spec.clip, spec.scale, spec.max_level).astype(np.uint32)
+    np.testing.assert_array_equal(quantize(values, spec), expected)
+
+
+def test_stochastic_rounding_is_reproducible_from_a_seeded_generator() -> None:
+    values = np.random.default_rng(4).uniform(-1, 1, 150_000).astype(np.float32)
+    first = quantize(values, SPEC, np.random.default_rng(9))
+    np.testing.assert_array_equal(first, quantize(values, SPEC, np.random.default_rng(9)))
+    assert not np.array_equal(first, quantize(values, SPEC, np.random.default_rng(10)))
+    nearest = quantize(values, SPEC).astype(np.int64)
+    assert np.abs(first.astype(np.int64) - nearest).max() <= 1
+
+
+def test_nan_in_a_later_chunk_is_refused_with_the_count() -> None:
+    values = np.zeros(300_000, np.float32)
+    values[[250_000, 299_999]] = np.nan
+    with pytest.raises(ValueError, match="2 NaN"):
+        quantize(values, SPEC, np.random.default_rng(0))
