@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+import threading
 from pathlib import Path
 
 import grpc
@@ -14,6 +17,8 @@ from fedsilo.rpc.server import configure_logging, run_until_signalled, start_ser
 from fedsilo.settings import ServiceSettings
 from fedsilo.v1 import keymanager_pb2_grpc, registry_pb2_grpc
 from fedsilo_services.registry.servicer import RegistryServicer
+
+log = logging.getLogger("fedsilo.registry")
 
 
 class RegistrySettings(ServiceSettings):
@@ -51,7 +56,17 @@ def main() -> None:
     if tls is not None:
         revoked.start()
         running.add_stop_hook(revoked.stop, before_drain=True)
-    running.add_stop_hook(store.close)
+
+    # One write of the changed last-seen times per heartbeat interval, however many agents.
+    def persist_liveness(stop: threading.Event) -> None:
+        while not stop.wait(settings.heartbeat_interval_s):
+            try:
+                store.persist_liveness()
+            except sqlite3.Error:
+                log.exception("cannot write last-seen times; trying again")
+
+    running.run_in_background(persist_liveness, "liveness", join_timeout_s=10)
+    running.add_stop_hook(store.close)  # after the drain: writes the last beats too
     run_until_signalled(running, settings)
 
 

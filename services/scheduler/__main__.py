@@ -40,8 +40,9 @@ log = logging.getLogger("fedsilo.scheduler")
 
 class SchedulerSettings(ServiceSettings):
     # Every client agent holds one long poll (WaitForTask) open: the handler pool must exceed
-    # the number of sites, or no thread is left for their uploads.
-    max_workers: int = Field(512, ge=8, description="gRPC handler threads (> number of sites)")
+    # the number of sites, or no thread is left for their uploads. Threads start only as
+    # calls need them; an idle long poll costs a blocked thread, no CPU.
+    max_workers: int = Field(2048, ge=8, description="gRPC handler threads (> number of sites)")
     scheduler_db: Path = Path(".fedsilo/scheduler.db")
     registry_address: str
     modelstore_address: str

@@ -1,9 +1,17 @@
 """Sites and their client agents, persisted in SQLite. One active agent per site: an agent
-that enrolls again (a restart) supersedes the site's earlier one."""
+that enrolls again (a restart) supersedes the site's earlier one.
+
+The active agents are also held in memory, and liveness lives there: a heartbeat is a
+dictionary update, not a write transaction (a thousand agents beating every two seconds would
+be five hundred synced commits a second). Last-seen times are soft state: `persist_liveness`
+writes those that changed in one transaction, periodically and at close; after a restart an
+agent counts as alive from its last persisted beat until the next one arrives.
+"""
 
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +62,16 @@ class ClientRecord:
         )
 
 
+@dataclass
+class _Agent:
+    """An active (not superseded) agent as the store holds it in memory."""
+
+    site: str
+    capabilities: registry_pb2.Capabilities
+    enrolled_at: float
+    last_seen: float
+
+
 class RegistryStore:
     def __init__(
         self,
@@ -65,6 +83,16 @@ class RegistryStore:
         self._db = Database(path, _SCHEMA)
         self._timeout = liveness_timeout_s
         self._clock = clock
+        self._lock = threading.Lock()
+        self._agents: dict[str, _Agent] = {}
+        self._unsaved: set[str] = set()  # agents whose last beat is not in SQLite yet
+        for row in self._db.query("SELECT * FROM clients WHERE superseded = 0"):
+            self._agents[row["client_id"]] = _Agent(
+                row["site"],
+                registry_pb2.Capabilities.FromString(row["capabilities"]),
+                float(row["enrolled_at"]),
+                float(row["last_seen"]),
+            )
 
     @staticmethod
     def new_client_id(site: str) -> str:
@@ -77,7 +105,7 @@ class RegistryStore:
         back with its certificate keeps its id."""
         client_id = client_id or self.new_client_id(site)
         now = self._clock()
-        with self._db.transaction() as tx:
+        with self._lock, self._db.transaction() as tx:
             tx.execute("UPDATE clients SET superseded = 1 WHERE site = ?", (site,))
             tx.execute(
                 "INSERT INTO clients (client_id, site, capabilities, enrolled_at, last_seen)"
@@ -86,6 +114,15 @@ class RegistryStore:
                 " last_seen = excluded.last_seen",
                 (client_id, site, capabilities.SerializeToString(), now, now),
             )
+            enrolled_at = tx.execute(
+                "SELECT enrolled_at FROM clients WHERE client_id = ?", (client_id,)
+            ).fetchone()["enrolled_at"]
+            for other in [c for c, agent in self._agents.items() if agent.site == site]:
+                del self._agents[other]
+                self._unsaved.discard(other)
+            stored = registry_pb2.Capabilities()
+            stored.CopyFrom(capabilities)
+            self._agents[client_id] = _Agent(site, stored, float(enrolled_at), now)
         return client_id
 
     def site_of(self, client_id: str) -> str | None:
@@ -93,34 +130,47 @@ class RegistryStore:
         return str(rows[0]["site"]) if rows else None
 
     def heartbeat(self, client_id: str, capabilities: registry_pb2.Capabilities | None) -> None:
+        """Mark the agent alive now (in memory); new capabilities are written at once."""
         now = self._clock()
-        with self._db.transaction() as tx:
+        with self._lock:
+            agent = self._agents.get(client_id)
+            if agent is None:
+                raise UnknownClient(client_id)
+            agent.last_seen = now
             if capabilities is None:
-                cursor = tx.execute(
-                    "UPDATE clients SET last_seen = ? WHERE client_id = ? AND superseded = 0",
-                    (now, client_id),
-                )
-            else:
-                cursor = tx.execute(
-                    "UPDATE clients SET last_seen = ?, capabilities = ?"
-                    " WHERE client_id = ? AND superseded = 0",
+                self._unsaved.add(client_id)
+                return
+            with self._db.transaction() as tx:
+                tx.execute(
+                    "UPDATE clients SET last_seen = ?, capabilities = ? WHERE client_id = ?",
                     (now, capabilities.SerializeToString(), client_id),
                 )
-            if cursor.rowcount == 0:
-                raise UnknownClient(client_id)
+            agent.capabilities = registry_pb2.Capabilities()
+            agent.capabilities.CopyFrom(capabilities)
+            self._unsaved.discard(client_id)
+
+    def persist_liveness(self) -> int:
+        """Write the last-seen times that changed since the last call; returns how many."""
+        with self._lock:
+            rows = [(self._agents[c].last_seen, c) for c in self._unsaved if c in self._agents]
+            if rows:
+                with self._db.transaction() as tx:
+                    tx.executemany("UPDATE clients SET last_seen = ? WHERE client_id = ?", rows)
+            self._unsaved.clear()
+        return len(rows)
 
     def get(self, client_id: str) -> ClientRecord:
-        rows = self._db.query(
-            "SELECT * FROM clients WHERE client_id = ? AND superseded = 0", (client_id,)
-        )
-        if not rows:
-            raise UnknownClient(client_id)
-        return self._record(rows[0], self._clock())
+        now = self._clock()
+        with self._lock:
+            agent = self._agents.get(client_id)
+            if agent is None:
+                raise UnknownClient(client_id)
+            return self._record(client_id, agent, now)
 
     def list(self, *, alive_only: bool = False, dataset: str = "") -> list[ClientRecord]:
         now = self._clock()
-        rows = self._db.query("SELECT * FROM clients WHERE superseded = 0 ORDER BY client_id")
-        records = [self._record(row, now) for row in rows]
+        with self._lock:
+            records = [self._record(c, agent, now) for c, agent in sorted(self._agents.items())]
         return [
             record
             for record in records
@@ -129,20 +179,24 @@ class RegistryStore:
         ]
 
     def counts(self) -> tuple[int, int]:
-        records = self.list()
-        return len(records), sum(record.alive for record in records)
+        """Enrolled and alive agents."""
+        now = self._clock()
+        with self._lock:
+            alive = sum(now - agent.last_seen <= self._timeout for agent in self._agents.values())
+            return len(self._agents), alive
 
-    def _record(self, row: object, now: float) -> ClientRecord:
-        capabilities = registry_pb2.Capabilities.FromString(row["capabilities"])  # type: ignore[index]
-        last_seen = float(row["last_seen"])  # type: ignore[index]
+    def _record(self, client_id: str, agent: _Agent, now: float) -> ClientRecord:
+        capabilities = registry_pb2.Capabilities()
+        capabilities.CopyFrom(agent.capabilities)  # callers may not change the store's copy
         return ClientRecord(
-            client_id=row["client_id"],  # type: ignore[index]
-            site=row["site"],  # type: ignore[index]
+            client_id=client_id,
+            site=agent.site,
             capabilities=capabilities,
-            enrolled_at=float(row["enrolled_at"]),  # type: ignore[index]
-            last_seen=last_seen,
-            alive=now - last_seen <= self._timeout,
+            enrolled_at=agent.enrolled_at,
+            last_seen=agent.last_seen,
+            alive=now - agent.last_seen <= self._timeout,
         )
 
     def close(self) -> None:
+        self.persist_liveness()
         self._db.close()

@@ -171,8 +171,12 @@ class Scheduler:
         self._wake = threading.Condition(self._lock)
         self._tasks: dict[str, TaskInfo] = {}
         self._inbox: dict[str, deque[scheduler_pb2.Task]] = {}
+        # Each long poll waits on its own condition: a new task wakes its client alone, and
+        # the round's events wake only the driver and the aggregators (not every site).
+        self._pollers: dict[str, list[threading.Condition]] = {}
         self._runtime: dict[str, RoundRuntime] = {}
         self._times_selected: dict[str, dict[str, int]] = {}
+        self._times_evaluated: dict[str, dict[str, int]] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._progressed = False
@@ -187,6 +191,9 @@ class Scheduler:
         self._stopping.set()
         with self._wake:
             self._wake.notify_all()
+            for pollers in self._pollers.values():
+                for poller in pollers:
+                    poller.notify()
         if self._thread is not None:
             self._thread.join(timeout=10)
 
@@ -234,7 +241,7 @@ class Scheduler:
                 self._plan_aggregation(self._store.job(job_id) or job, runtime)
                 log.info("job %s: re-planning aggregation of round %d", job_id, job["round"])
             elif phase == Phase.EVALUATING:
-                done = self._store.evaluations(job_id).get(job["round"], {})
+                done = self._store.evaluations(job_id, job["round"]).get(job["round"], {})
                 runtime.evaluated = set(done)
                 self._dispatch_evaluation(job, runtime)
                 log.info("job %s: re-dispatching evaluation of round %d", job_id, job["round"])
@@ -339,16 +346,32 @@ class Scheduler:
     def wait_for_task(self, client_id: str, wait_s: float) -> scheduler_pb2.Task:
         deadline = time.monotonic() + max(0.0, min(wait_s, 60.0))
         with self._wake:
-            while True:
-                inbox = self._inbox.get(client_id)
-                while inbox:
-                    task = inbox.popleft()
-                    if task.task_id in self._tasks:  # still current
+            poller = threading.Condition(self._lock)
+            self._pollers.setdefault(client_id, []).append(poller)
+            try:
+                while True:
+                    task = self._next_task(client_id)
+                    if task is not None:
                         return task
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stopping.is_set():
-                    return scheduler_pb2.Task(kind=scheduler_pb2.TASK_KIND_NONE)
-                self._wake.wait(timeout=remaining)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._stopping.is_set():
+                        return scheduler_pb2.Task(kind=scheduler_pb2.TASK_KIND_NONE)
+                    poller.wait(timeout=remaining)
+            finally:
+                pollers = self._pollers[client_id]
+                pollers.remove(poller)
+                if not pollers:
+                    del self._pollers[client_id]
+
+    def _next_task(self, client_id: str) -> scheduler_pb2.Task | None:
+        """The client's oldest task that is still open; tasks of closed phases are skipped."""
+        inbox = self._inbox.get(client_id)
+        while inbox:
+            task = inbox.popleft()
+            if task.task_id in self._tasks:
+                return task
+        self._inbox.pop(client_id, None)
+        return None
 
     def submit_update(self, request: scheduler_pb2.SubmitUpdateRequest) -> None:
         # The blob's facts come from the model store before taking the lock.
@@ -798,11 +821,19 @@ class Scheduler:
             task.packing_json = spec.paillier.model_dump_json()
             task.total_examples = self._runtime[job["job_id"]].total_examples
         self._inbox.setdefault(client_id, deque()).append(task)
-        self._wake.notify_all()
+        for poller in self._pollers.get(client_id, []):
+            poller.notify()
 
     def _drop_tasks(self, job_id: str) -> None:
         for task_id in [t for t, info in self._tasks.items() if info.job_id == job_id]:
             del self._tasks[task_id]
+        # Inboxes of clients that stopped polling would otherwise keep closed tasks forever.
+        for client_id in list(self._inbox):
+            inbox = deque(task for task in self._inbox[client_id] if task.task_id in self._tasks)
+            if inbox:
+                self._inbox[client_id] = inbox
+            else:
+                del self._inbox[client_id]
 
     def _drop_lost_clients(
         self, job: Mapping[str, Any], spec: JobSpec, runtime: RoundRuntime
@@ -1240,7 +1271,7 @@ class Scheduler:
         if row is not None:
             ROUND_SECONDS.labels(job["job_id"]).observe(now - row["started_at"])
         summary = summarize_evaluations(
-            self._store.evaluations(job["job_id"]).get(job["round"], {})
+            self._store.evaluations(job["job_id"], job["round"]).get(job["round"], {})
         )
         if summary["mean_test_accuracy"] is not None:
             MODEL_ACCURACY.labels(job["job_id"]).set(summary["mean_test_accuracy"])
@@ -1264,6 +1295,8 @@ class Scheduler:
     def _finish_job(self, job_id: str, state: JobState, error: str) -> None:
         self._drop_tasks(job_id)
         self._runtime.pop(job_id, None)
+        self._times_selected.pop(job_id, None)
+        self._times_evaluated.pop(job_id, None)
         self._store.update_job(job_id, state=state, error=error)
         JOB_RUNNING.labels(job_id).set(0)
         log.info("job %s %s%s", job_id, state.value, f": {error}" if error else "")

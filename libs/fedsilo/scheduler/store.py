@@ -242,11 +242,19 @@ class SchedulerStore:
                 ),
             )
 
-    def evaluations(self, job_id: str) -> dict[int, dict[str, dict[str, float]]]:
-        """round -> site -> metrics (with num_examples)."""
-        rows = self._db.query(
-            "SELECT * FROM evaluations WHERE job_id = ? ORDER BY round, site", (job_id,)
-        )
+    def evaluations(
+        self, job_id: str, round_: int | None = None
+    ) -> dict[int, dict[str, dict[str, float]]]:
+        """round -> site -> metrics (with num_examples); of one round when `round_` is given."""
+        if round_ is None:
+            rows = self._db.query(
+                "SELECT * FROM evaluations WHERE job_id = ? ORDER BY round, site", (job_id,)
+            )
+        else:
+            rows = self._db.query(
+                "SELECT * FROM evaluations WHERE job_id = ? AND round = ? ORDER BY site",
+                (job_id, round_),
+            )
         result: dict[int, dict[str, dict[str, float]]] = {}
         for row in rows:
             metrics = json.loads(row["metrics"])
