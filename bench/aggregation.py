@@ -225,7 +225,7 @@ class Bench:
                     "FEDSILO_SCHEDULER_ADDRESS": self.queue_address,
                     "FEDSILO_MODELSTORE_ADDRESS": self.modelstore.grpc_address,
                     "FEDSILO_WORKER_ID": f"aggregator-{i}",
-                    "FEDSILO_DIRECT_READS": "true",
+                    "FEDSILO_DIRECT_STORAGE": "true",
                     "FEDSILO_POLL_S": "0.5",
                     "OPENBLAS_NUM_THREADS": "1",
                     "OMP_NUM_THREADS": "1",

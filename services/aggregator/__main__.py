@@ -13,11 +13,12 @@ from pydantic import Field
 
 from fedsilo.aggregator.sources import ObjectStoreSource
 from fedsilo.aggregator.worker import AggregatorWorker
+from fedsilo.modelstore.blobinfo import DirectBlobWriter
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.rpc.channels import connect
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
 from fedsilo.settings import ObjectStorageSettings, ServiceSettings
-from fedsilo.storage import BlobStore, open_store
+from fedsilo.storage import BlobStore, DocumentStore, open_store
 from fedsilo.v1 import aggregator_pb2_grpc
 
 
@@ -26,10 +27,10 @@ class AggregatorSettings(ServiceSettings, ObjectStorageSettings):
     modelstore_address: str
     worker_id: str = Field("", description="defaults to hostname-pid (the pod name in k8s)")
     poll_s: float = Field(5.0, gt=0)
-    direct_reads: bool = Field(
+    direct_storage: bool = Field(
         False,
-        description="read client updates straight from the object store (the model store's "
-        "FEDSILO_STORAGE_* / FEDSILO_S3_* settings): replicas read in parallel",
+        description="read updates and write shard results straight to the object store (the "
+        "model store's FEDSILO_STORAGE_* / FEDSILO_S3_* settings): replicas work in parallel",
     )
 
 
@@ -38,13 +39,17 @@ def main() -> None:
     configure_logging("aggregator", settings.log_level)
     tls = settings.tls()
     models = ModelStoreClient(connect(settings.modelstore_address, tls))
+    source, write = None, None
+    if settings.direct_storage:
+        store = open_store(settings.storage())
+        source = ObjectStoreSource(BlobStore(store))
+        write = DirectBlobWriter(BlobStore(store), DocumentStore(store), "service/aggregator")
     worker = AggregatorWorker(
         settings.worker_id or f"{socket.gethostname()}-{os.getpid()}",
         aggregator_pb2_grpc.AggregationQueueStub(connect(settings.scheduler_address, tls)),
         models,
-        ObjectStoreSource(BlobStore(open_store(settings.storage())))
-        if settings.direct_reads
-        else None,
+        source,
+        write,
         poll_s=settings.poll_s,
     )
 

@@ -10,6 +10,7 @@ from typing import NoReturn
 import grpc
 
 from fedsilo.audit import AuditLog
+from fedsilo.modelstore.blobinfo import info_key, record_blob
 from fedsilo.modelstore.catalog import LineageConflict, ModelCatalog, ModelNotFound
 from fedsilo.modelstore.scan import ElementScanner
 from fedsilo.pki import Identity
@@ -45,9 +46,6 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
         self._docs = documents
         self._catalog = ModelCatalog(documents)
 
-    def _info_key(self, digest: str) -> str:
-        return f"blobinfo/{digest[:2]}/{digest}.json"
-
     def _blob_info(self, digest: str) -> modelstore_pb2.BlobInfo:
         try:
             ref = self._blobs.stat(digest)
@@ -58,7 +56,7 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
             dtype="bytes",
             num_elements=ref.size,
         )
-        key = self._info_key(digest)
+        key = info_key(digest)
         if self._docs.exists(key):
             facts = self._docs.get(key)
             info.dtype = str(facts["dtype"])
@@ -94,18 +92,8 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
             scanner.finish()
         except (ValueError, CorruptBlob) as error:
             abort(context, invalid_argument(f"upload refused: {error}"))
-        key = self._info_key(ref.digest)
-        # Identical bytes from two parties are one blob with two owners.
-        owners = set(self._docs.get(key).get("owners", [])) if self._docs.exists(key) else set()
-        owners.add(str(uploader) if uploader is not None else "anonymous")
-        self._docs.put(
-            key,
-            {
-                "dtype": dtype,
-                "num_elements": scanner.num_elements,
-                "num_nonfinite": scanner.num_nonfinite,
-                "owners": sorted(owners),
-            },
+        record_blob(
+            self._docs, ref.digest, scanner, str(uploader) if uploader is not None else "anonymous"
         )
         BLOB_BYTES.labels("in").inc(ref.size)
         return modelstore_pb2.UploadBlobResponse(info=self._blob_info(ref.digest))
@@ -172,7 +160,7 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
         update: those are for the aggregators alone."""
         if self._docs.exists(f"published/{digest[:2]}/{digest}.json"):
             return True
-        key = self._info_key(digest)
+        key = info_key(digest)
         return self._docs.exists(key) and client in self._docs.get(key).get("owners", [])
 
     @translate_errors(log)
@@ -196,7 +184,7 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
             raise not_found(str(error)) from None
         dtype = request.dtype or "bytes"
         self._docs.put(
-            self._info_key(ref.digest),
+            info_key(ref.digest),
             {
                 "dtype": dtype,
                 "num_elements": sum(info.num_elements for info in infos),

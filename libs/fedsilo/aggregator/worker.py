@@ -216,15 +216,17 @@ class AggregatorWorker:
         queue: aggregator_pb2_grpc.AggregationQueueStub,
         models: ModelStoreClient,
         source: BlobSource | None = None,
+        write: WriteBlob | None = None,
         poll_s: float = 5.0,
     ) -> None:
         self.worker_id = worker_id
         self._queue = queue
         self._models = models
         self._source = source or ModelStoreSource(models)
+        self._write = write or self._upload
         self._poll_s = poll_s
 
-    def _write(self, data: bytes, dtype: str) -> str:
+    def _upload(self, data: bytes, dtype: str) -> str:
         return self._models.upload(data, dtype=dtype).ref.digest
 
     def run_once(self) -> bool:

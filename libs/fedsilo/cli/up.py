@@ -210,7 +210,7 @@ def start_control_plane(
                     FEDSILO_MODELSTORE_ADDRESS=plane.service("modelstore").grpc_address,
                     FEDSILO_WORKER_ID=f"aggregator-{index}",
                     # Updates are read from the model store's objects, in parallel.
-                    FEDSILO_DIRECT_READS="true",
+                    FEDSILO_DIRECT_STORAGE="true",
                     FEDSILO_STORAGE_PATH=str(state_dir / "objects"),
                 ),
             )
