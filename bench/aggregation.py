@@ -31,6 +31,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 from machine import machine
+from timing import median_seconds
 
 from fedsilo.aggregator.sources import ObjectStoreSource
 from fedsilo.aggregator.worker import weighted_sum
@@ -71,15 +72,6 @@ class MemoryRange:
         assert self.position == len(self.view)
 
 
-def median_time(action: object, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()  # type: ignore[operator]
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def throughput(clients: int, parameters: int, runs: int) -> dict[str, float]:
     rng = np.random.default_rng(0)
     stacked = rng.standard_normal((clients, parameters), dtype=np.float32)
@@ -91,8 +83,8 @@ def throughput(clients: int, parameters: int, runs: int) -> dict[str, float]:
     reference = weights @ stacked
     np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-5)
     size = clients * parameters * 4
-    t_ours = median_time(lambda: weighted_sum(source, inputs, weights, 0, parameters), runs)
-    t_ref = median_time(lambda: weights @ stacked, runs)
+    t_ours = median_seconds(lambda: weighted_sum(source, inputs, weights, 0, parameters), runs)
+    t_ref = median_seconds(lambda: weights @ stacked, runs)
     with tempfile.TemporaryDirectory(dir=os.environ.get("FEDSILO_BENCH_TMP")) as scratch:
         # The replicas' path: positional reads from the object store's files (page cache).
         blobs = BlobStore(LocalDirectoryStore(Path(scratch)))
@@ -101,7 +93,9 @@ def throughput(clients: int, parameters: int, runs: int) -> dict[str, float]:
             aggregator_pb2.ShardInput(client_id=f"c{i}", digest=blobs.put(row.tobytes()).digest)
             for i, row in enumerate(stacked)
         ]
-        t_store = median_time(lambda: weighted_sum(stored, on_disk, weights, 0, parameters), runs)
+        t_store = median_seconds(
+            lambda: weighted_sum(stored, on_disk, weights, 0, parameters), runs
+        )
     return {
         "bytes": size,
         "fold_s": t_ours,

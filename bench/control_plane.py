@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from machine import machine
+from rss import MIB, rss_bytes
 
 from fedsilo.cli.api import ApiError
 from fedsilo.cli.simulation import load_job, population_stats, start_population, stop_population
 from fedsilo.cli.up import LocalControlPlane, start_control_plane
 
 RESULTS = Path(__file__).parent / "results"
-MIB = 1024 * 1024
 FLAT_MIB = 8.0
 FLAT_FRACTION = 0.05
 WATCHED = ("registry", "scheduler")
@@ -45,15 +45,8 @@ HEARTBEATS = "fedsilo_heartbeats_total"
 
 
 def rss_mib(pid: int) -> float:
-    """VmRSS of a process from /proc (Linux); 0 once it has exited."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024 / MIB
-    return 0.0
+    """VmRSS of a process in MiB; 0 once it has exited."""
+    return rss_bytes(pid) / MIB
 
 
 def counter_value(metrics_url: str, name: str) -> float:

@@ -16,37 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from machine import machine
+from timing import timed
 
 from fedsilo.privacy import add_gaussian_noise, clip_update, noise_std_per_client
 
 RESULTS = Path(__file__).parent / "results"
 CLIP_NORM = 1.0
 NOISE_MULTIPLIER = 1.1
-
-
-@dataclass(frozen=True)
-class Timing:
-    wall_s: float
-    cpu_s: float
-
-
-def timed(action: Callable[[], object], runs: int) -> Timing:
-    """Medians over `runs` of the wall clock and of this process's CPU time."""
-    walls, cpus = [], []
-    for _ in range(runs):
-        wall, cpu = time.perf_counter(), time.process_time()
-        action()
-        cpus.append(time.process_time() - cpu)
-        walls.append(time.perf_counter() - wall)
-    return Timing(statistics.median(walls), statistics.median(cpus))
 
 
 def main() -> None:

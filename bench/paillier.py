@@ -17,13 +17,13 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from machine import machine
 from phe import paillier
+from timing import median_seconds
 
 from fedsilo.paillier import (
     PackingSpec,
@@ -34,15 +34,6 @@ from fedsilo.paillier import (
 )
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def median_seconds(action: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def end_to_end(public: Any, private: Any, parameters: int, clients: int) -> dict[str, float]:

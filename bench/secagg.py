@@ -31,10 +31,8 @@ import argparse
 import json
 import multiprocessing
 import os
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from machine import machine
 from numpy.typing import NDArray
+from timing import timed
 
 from fedsilo.secagg import (
     ClientRound,
@@ -75,23 +74,6 @@ CLIP = 0.05
 # The survivors' masked inputs, set before the shard pool forks so that its processes read
 # them without copying (as replicas read them from storage).
 _MASKED: list[NDArray[np.uint32]] = []
-
-
-@dataclass(frozen=True)
-class Timing:
-    wall_s: float
-    cpu_s: float
-
-
-def timed(action: Callable[[], object], runs: int) -> Timing:
-    """Medians over `runs` of the wall clock and of this process's CPU time."""
-    walls, cpus = [], []
-    for _ in range(runs):
-        wall, cpu = time.perf_counter(), time.process_time()
-        action()
-        cpus.append(time.process_time() - cpu)
-        walls.append(time.perf_counter() - wall)
-    return Timing(statistics.median(walls), statistics.median(cpus))
 
 
 def keystream_rates(total_bytes: int, runs: int) -> dict[str, float]:
