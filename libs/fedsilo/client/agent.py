@@ -21,6 +21,7 @@ import torch
 
 from fedsilo import __version__
 from fedsilo.algorithms.registry import proximal_mu
+from fedsilo.client.tasks import task_kind_name
 from fedsilo.data import SiteConfig, TabularData, load_tabular
 from fedsilo.jobs import JobSpec, PaillierSettings
 from fedsilo.learning import build_model, evaluate, flatten, load_flat, manifest, train_local
@@ -62,15 +63,6 @@ from fedsilo.v1 import (
 )
 
 log = logging.getLogger("fedsilo.client")
-
-_KIND_NAMES = {
-    scheduler_pb2.TASK_KIND_INITIALIZE: "initialize",
-    scheduler_pb2.TASK_KIND_TRAIN: "train",
-    scheduler_pb2.TASK_KIND_EVALUATE: "evaluate",
-    scheduler_pb2.TASK_KIND_SECAGG_ADVERTISE: "secagg-advertise",
-    scheduler_pb2.TASK_KIND_SECAGG_SHARE: "secagg-share",
-    scheduler_pb2.TASK_KIND_SECAGG_UNMASK: "secagg-unmask",
-}
 
 
 class TrainingSettings(TypedDict):
@@ -185,7 +177,7 @@ class ClientAgent:
 
     # tasks ---------------------------------------------------------------------------------
     def handle(self, task: scheduler_pb2.Task) -> None:
-        kind = _KIND_NAMES.get(task.kind, "unknown")
+        kind = task_kind_name(task.kind)
         try:
             spec = JobSpec.from_json(task.job_spec_json)
             if task.kind in (scheduler_pb2.TASK_KIND_INITIALIZE, scheduler_pb2.TASK_KIND_TRAIN):

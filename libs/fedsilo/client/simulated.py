@@ -34,6 +34,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fedsilo import __version__
+from fedsilo.client.tasks import task_kind_name
 from fedsilo.federations.heart_disease import DATASET as HEART_DISEASE
 from fedsilo.jobs import JobSpec, ModelSpec
 from fedsilo.pki import generate_key, key_pem, make_csr
@@ -50,15 +51,6 @@ from fedsilo.v1 import (
 )
 
 log = logging.getLogger("fedsilo.simulated")
-
-_KIND_NAMES = {
-    scheduler_pb2.TASK_KIND_INITIALIZE: "initialize",
-    scheduler_pb2.TASK_KIND_TRAIN: "train",
-    scheduler_pb2.TASK_KIND_EVALUATE: "evaluate",
-    scheduler_pb2.TASK_KIND_SECAGG_ADVERTISE: "secagg-advertise",
-    scheduler_pb2.TASK_KIND_SECAGG_SHARE: "secagg-share",
-    scheduler_pb2.TASK_KIND_SECAGG_UNMASK: "secagg-unmask",
-}
 
 
 class TaskDeclined(Exception):
@@ -331,7 +323,7 @@ class SimulatedClient:
                 await self.handle(task)
 
     async def handle(self, task: scheduler_pb2.Task) -> None:
-        kind = _KIND_NAMES.get(task.kind, "unknown")
+        kind = task_kind_name(task.kind)
         try:
             spec = JobSpec.from_json(task.job_spec_json)
             if spec.dataset != self.site.dataset:
