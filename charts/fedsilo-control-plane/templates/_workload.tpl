@@ -12,17 +12,21 @@ Arguments (a dict):
   volumes      extra volumes (YAML list) and mounts (YAML list)
 */}}
 
-{{- define "fedsilo.grpcPort" -}}50051{{- end -}}
-{{- define "fedsilo.metricsPort" -}}9090{{- end -}}
-{{- define "fedsilo.healthPort" -}}8086{{- end -}}
+{{/* Every container port of the platform, by name: `include "fedsilo.port" "health"`. */}}
+{{- define "fedsilo.ports" -}}
+{{- toJson (dict "grpc" 50051 "enroll" 50052 "http" 8443 "metrics" 9090 "health" 8086 "s3" 9000) -}}
+{{- end -}}
+{{- define "fedsilo.port" -}}
+{{- index (include "fedsilo.ports" . | fromJson) . | int -}}
+{{- end -}}
 
 {{- define "fedsilo.settingsData" -}}
 {{- $common := dict
   "GRPC_HOST" "0.0.0.0"
-  "GRPC_PORT" (include "fedsilo.grpcPort" .)
+  "GRPC_PORT" (include "fedsilo.port" "grpc")
   "METRICS_HOST" "0.0.0.0"
-  "METRICS_PORT" (include "fedsilo.metricsPort" .)
-  "HEALTH_PORT" (include "fedsilo.healthPort" .)
+  "METRICS_PORT" (include "fedsilo.port" "metrics")
+  "HEALTH_PORT" (include "fedsilo.port" "health")
   "READY_FILE" "/tmp/ready.json"
   "GRACE_S" .root.Values.gracePeriodSeconds
   "MAX_WORKERS" .values.maxWorkers
@@ -40,7 +44,7 @@ FEDSILO_{{ $key }}: {{ $value | toString | quote }}
 
 {{- define "fedsilo.service" -}}
 {{- $name := include "fedsilo.component" . }}
-{{- $base := dict "grpc" (int (include "fedsilo.grpcPort" .)) "metrics" (int (include "fedsilo.metricsPort" .)) "health" (int (include "fedsilo.healthPort" .)) }}
+{{- $base := dict "grpc" (int (include "fedsilo.port" "grpc")) "metrics" (int (include "fedsilo.port" "metrics")) "health" (int (include "fedsilo.port" "health")) }}
 {{- $_ := set . "allPorts" (merge (dict) (.ports | default dict) $base) }}
 ---
 apiVersion: v1
@@ -96,11 +100,11 @@ spec:
     {{- include "fedsilo.selectorLabels" . | nindent 4 }}
   ports:
     - name: metrics
-      port: {{ include "fedsilo.metricsPort" . }}
+      port: {{ include "fedsilo.port" "metrics" }}
       targetPort: metrics
       protocol: TCP
     - name: health
-      port: {{ include "fedsilo.healthPort" . }}
+      port: {{ include "fedsilo.port" "health" }}
       targetPort: health
       protocol: TCP
 ---
@@ -162,18 +166,18 @@ spec:
             {{- end }}
           startupProbe:
             grpc:
-              port: {{ include "fedsilo.healthPort" . }}
+              port: {{ include "fedsilo.port" "health" }}
             periodSeconds: 2
             failureThreshold: 60
           livenessProbe:
             grpc:
-              port: {{ include "fedsilo.healthPort" . }}
+              port: {{ include "fedsilo.port" "health" }}
             periodSeconds: 10
             timeoutSeconds: 5
             failureThreshold: 3
           readinessProbe:
             grpc:
-              port: {{ include "fedsilo.healthPort" . }}
+              port: {{ include "fedsilo.port" "health" }}
               {{- with .readiness }}
               service: {{ . }}
               {{- end }}
