@@ -155,7 +155,7 @@ class LocalCluster:
         if "secret" in volume:
             source = volume["secret"]
             data = self.secrets[source["secretName"]]
-            self._write(folder, {k: v for k, v in data.items()}, source, 0o440)
+            self._write(folder, data, source, 0o440)
         elif "configMap" in volume:
             source = volume["configMap"]
             data = self.config_maps[source["name"]]

@@ -24,8 +24,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dp_accounting import dp_event
+    from dp_accounting.rdp import RdpAccountant
 
 ACCOUNTANT_NAME = "rdp"
+
+
+def _rdp_accountant() -> RdpAccountant:
+    # dp_accounting (and scipy) load on first use: ~110 MB that services without a private
+    # job never need.
+    from dp_accounting.rdp import RdpAccountant
+
+    return RdpAccountant()
 
 
 @dataclass(frozen=True)
@@ -37,8 +46,6 @@ class RecordedRounds:
     count: int
 
     def to_event(self) -> dp_event.DpEvent:
-        # dp_accounting (and scipy) load on first use: ~110 MB that services without a
-        # private job never need.
         from dp_accounting import dp_event
 
         gaussian = dp_event.GaussianDpEvent(self.noise_multiplier)
@@ -57,9 +64,7 @@ class PrivacyAccountant:
         _check_delta(delta)
         self._delta = delta
         self._history: list[RecordedRounds] = []
-        from dp_accounting.rdp import RdpAccountant
-
-        self._rdp = RdpAccountant()
+        self._rdp = _rdp_accountant()
 
     @property
     def delta(self) -> float:
@@ -102,10 +107,8 @@ class PrivacyAccountant:
         self, noise_multiplier: float, sampling_probability: float, count: int = 1
     ) -> float:
         """ε if `count` more such rounds were recorded; lets a site check its cap beforehand."""
-        from dp_accounting.rdp import RdpAccountant
-
         entry = _checked(noise_multiplier, sampling_probability, count)
-        trial = RdpAccountant()
+        trial = _rdp_accountant()
         for recorded in (*self._history, entry):
             trial.compose(recorded.to_event())
         return _finite_or_inf(trial.get_epsilon(self._delta))
