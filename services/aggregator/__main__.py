@@ -12,9 +12,10 @@ import grpc
 from pydantic import Field
 
 from fedsilo.aggregator.sources import ObjectStoreSource
-from fedsilo.aggregator.worker import AggregatorWorker
+from fedsilo.aggregator.worker import AggregatorWorker, single_threaded_blas
 from fedsilo.modelstore.blobinfo import DirectBlobWriter
 from fedsilo.modelstore.client import ModelStoreClient
+from fedsilo.resources import resolve_threads
 from fedsilo.rpc.channels import connect
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
 from fedsilo.settings import ObjectStorageSettings, ServiceSettings
@@ -32,11 +33,18 @@ class AggregatorSettings(ServiceSettings, ObjectStorageSettings):
         description="read updates and write shard results straight to the object store (the "
         "model store's FEDSILO_STORAGE_* / FEDSILO_S3_* settings): replicas work in parallel",
     )
+    threads: int = Field(
+        0,
+        ge=0,
+        description="threads folding one shard; 0: the CPUs this process may use (its "
+        "affinity, capped by the cgroup CPU limit of its pod)",
+    )
 
 
 def main() -> None:
     settings = AggregatorSettings()
     configure_logging("aggregator", settings.log_level)
+    single_threaded_blas()
     tls = settings.tls()
     models = ModelStoreClient(connect(settings.modelstore_address, tls))
     source, write = None, None
@@ -51,6 +59,7 @@ def main() -> None:
         source,
         write,
         poll_s=settings.poll_s,
+        threads=resolve_threads(settings.threads),
     )
 
     def register(server: grpc.Server) -> list[str]:

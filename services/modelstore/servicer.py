@@ -182,6 +182,8 @@ class ModelStoreServicer(modelstore_pb2_grpc.ModelStoreServicer):
             ref = self._blobs.compose(list(request.digests))
         except ObjectNotFound as error:
             raise not_found(str(error)) from None
+        except CorruptBlob as error:  # nothing was stored
+            raise RpcRejection(grpc.StatusCode.DATA_LOSS, str(error)) from None
         dtype = request.dtype or "bytes"
         self._docs.put(
             info_key(ref.digest),

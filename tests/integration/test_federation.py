@@ -22,7 +22,8 @@ from fedsilo.algorithms.registry import FedAdamParams, server_optimizer
 from fedsilo.federations import heart_disease
 from fedsilo.jobs import ModelSpec
 from fedsilo.learning import build_model
-from fedsilo.modelstore.client import ModelStoreClient
+from fedsilo.modelstore.client import BlobsUnavailable, ModelStoreClient
+from fedsilo.storage.blobs import blob_key
 from fedsilo.v1 import registry_pb2, scheduler_pb2
 
 from .conftest import Federation, Site, enroll_site, small_job, wait_for_training
@@ -282,3 +283,24 @@ def test_flamby_settings_reach_a_conservative_accuracy_floor(
     assert status["state"] == "completed", status["error"]
     assert status["history"][-1]["round"] == 15
     assert status["history"][-1]["mean_test_accuracy"] >= floor
+
+
+def test_composing_a_torn_or_missing_part_is_reported_and_stores_nothing(
+    federation: Federation,
+) -> None:
+    """What the scheduler relies on to aggregate a round again when a shard result, written
+    without waiting for the disk, was torn by a crash."""
+    models = ModelStoreClient(federation.channel("modelstore"))
+    rng = np.random.default_rng(5)
+    parts = [models.upload(rng.standard_normal(64).astype("<f4"), "float32") for _ in range(2)]
+    digests = [info.ref.digest for info in parts]
+    torn = federation.plane.state_dir / "objects" / blob_key(digests[1])
+    torn.write_bytes(torn.read_bytes()[:100])
+    objects_before = sorted((federation.plane.state_dir / "objects").rglob("*"))
+
+    with pytest.raises(BlobsUnavailable, match=f"blob {digests[1]} .* is corrupt"):
+        models.compose(digests)
+    with pytest.raises(BlobsUnavailable, match="0" * 64):
+        models.compose([digests[0], "0" * 64])
+
+    assert sorted((federation.plane.state_dir / "objects").rglob("*")) == objects_before

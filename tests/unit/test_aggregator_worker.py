@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from fedsilo.aggregator.sources import ObjectStoreSource, RangeReader, ShardInputError
-from fedsilo.aggregator.worker import CHUNK_COORDINATES, combine_shard
+from fedsilo.aggregator.worker import (
+    CHUNK_COORDINATES,
+    combine_shard,
+    fold_inputs,
+    weighted_sum,
+)
 from fedsilo.storage import BlobStore, LocalDirectoryStore
 from fedsilo.v1 import aggregator_pb2
 
@@ -18,9 +23,9 @@ class Blobs:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
 
-    def put(self, payload: bytes, dtype: str = "float32") -> str:
+    def put(self, payload: bytes | memoryview, dtype: str = "float32") -> str:
         digest = hashlib.sha256(payload).hexdigest()
-        self.data[digest] = payload
+        self.data[digest] = bytes(payload)
         return digest
 
     def read(self, digest: str, offset: int, length: int) -> bytes:
@@ -92,6 +97,33 @@ def test_a_shard_spanning_many_chunks_equals_one_weighted_sum() -> None:
     np.testing.assert_allclose(result, expected, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [2, 3, 8])
+def test_threads_fold_disjoint_parts_to_the_same_bits(threads: int) -> None:
+    blobs = Blobs()
+    size = 4 * CHUNK_COORDINATES + 1001
+    rng = np.random.default_rng(11)
+    updates = [rng.standard_normal(size).astype("<f4") for _ in range(4)]
+    inputs = _shard(blobs, updates, [3, 9, 1, 4]).inputs
+    weights = np.array([0.1, 0.2, 0.3, 0.4])
+    begin, end = 77, size - 5
+
+    one = weighted_sum(blobs, list(inputs), weights, begin, end, threads=1)
+    many = weighted_sum(blobs, list(inputs), weights, begin, end, threads=threads)
+
+    np.testing.assert_array_equal(many, one)  # same order of additions per coordinate
+    np.testing.assert_allclose(one, weights @ np.stack(updates)[:, begin:end], atol=1e-5)
+    rings = [rng.integers(0, 2**32, size, dtype=np.uint64).astype("<u4") for _ in range(3)]
+    ring_inputs = _shard(blobs, rings, [1, 1, 1]).inputs
+    ring_sum = np.empty(end - begin, np.uint32)
+
+    def add(index: int, values: np.ndarray, block: np.ndarray) -> None:
+        np.add(block, values, out=block) if index else np.copyto(block, values)
+
+    fold_inputs(blobs, list(ring_inputs), begin, end, ring_sum, add, threads=threads)
+    expected = (sum(r[begin:end].astype(np.uint64) for r in rings) % 2**32).astype(np.uint32)
+    np.testing.assert_array_equal(ring_sum, expected)
+
+
 def test_an_input_shorter_or_longer_than_its_range_is_refused() -> None:
     blobs = Blobs()
     shard = _shard(blobs, [np.ones(100, "<f4"), np.ones(100, "<f4")], [1, 1])
@@ -101,26 +133,40 @@ def test_an_input_shorter_or_longer_than_its_range_is_refused() -> None:
         combine_shard(shard, blobs, blobs.put)
 
     reader = RangeReader(iter([b"abcd", b"ef"]), 4, "input")
-    reader.fill(memoryview(bytearray(4)))
+    assert bytes(reader.take(4)) == b"abcd"
     with pytest.raises(ShardInputError, match="longer than its range"):
         reader.finish()
+    short = RangeReader(iter([b"abc"]), 5, "input")
+    with pytest.raises(ShardInputError, match="input ended 2 bytes early"):
+        short.take(5)
 
 
-def test_directory_store_ranges_are_read_into_the_buffers(tmp_path) -> None:
+def test_stream_pieces_are_views_within_a_chunk_and_copies_across_chunks() -> None:
+    chunks = [b"0123456789", b"abcdef", b"", b"ghij"]
+    reader = RangeReader(iter(chunks), 20, "input")
+    first = reader.take(4)
+    assert bytes(first) == b"0123" and first.obj is chunks[0]  # no copy
+    assert bytes(reader.take(8)) == b"456789ab"  # across two chunks
+    assert bytes(reader.take(8)) == b"cdefghij"  # across an empty one
+    reader.finish()
+
+
+def test_directory_store_ranges_are_mapped_not_copied(tmp_path) -> None:
     store = BlobStore(LocalDirectoryStore(tmp_path))
     values = np.arange(1000, dtype="<f4")
     digest = store.put(values.tobytes()).digest
     source = ObjectStoreSource(store)
 
-    out = np.zeros(300, dtype="<f4")
     reader = source.open_range(digest, 100 * 4, 600 * 4, "update")
-    reader.fill(out.data.cast("B"))
-    np.testing.assert_array_equal(out, values[100:400])
-    reader.fill(out.data.cast("B"))
-    np.testing.assert_array_equal(out, values[400:700])
+    piece = reader.take(300 * 4)
+    np.testing.assert_array_equal(np.frombuffer(piece, "<f4"), values[100:400])
+    assert piece.readonly
+    np.testing.assert_array_equal(np.frombuffer(reader.take(300 * 4), "<f4"), values[400:700])
+    with pytest.raises(ValueError, match="past the end"):
+        reader.take(4)
     reader.finish()
     partly = source.open_range(digest, 0, 600 * 4, "update")
-    partly.fill(out.data.cast("B"))
+    partly.take(300 * 4)
     with pytest.raises(ShardInputError, match="1200 bytes unread"):
         partly.finish()
     with pytest.raises(ShardInputError, match="ended 400 bytes early"):

@@ -1,9 +1,11 @@
 """Where an aggregator replica reads blobs: straight from the object store (the scalable path:
 replicas read in parallel, the model store is not in the way) or through the model store's
-gRPC API. Either way a shard's inputs are streamed in chunks into the caller's buffers."""
+gRPC API. Either way a shard's inputs are taken in pieces, without copies where the bytes are
+already in memory in one piece."""
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterator
 from typing import BinaryIO, Protocol
@@ -20,8 +22,10 @@ class ShardInputError(ValueError):
 
 
 class RangeFiller(Protocol):
-    def fill(self, out: memoryview) -> None:
-        """Copy the range's next len(out) bytes into `out`."""
+    def take(self, size: int) -> memoryview:
+        """The range's next `size` bytes, valid until the next call: a view of the source's
+        own memory where it has the bytes in one piece (a mapped file, a received chunk),
+        else a copy in the reader's buffer."""
         ...
 
     def finish(self) -> None:
@@ -35,7 +39,7 @@ class BlobSource(Protocol):
         ...
 
     def open_range(self, digest: str, offset: int, length: int, what: str) -> RangeFiller:
-        """The same bytes, to be copied piece by piece into the caller's buffers."""
+        """The same bytes, to be taken piece by piece."""
         ...
 
 
@@ -71,61 +75,87 @@ class ModelStoreSource:
 
 
 class FileRange:
-    """Positional reads of a local file straight into the caller's buffers: one copy, from
-    the page cache."""
+    """A local file's range, mapped: pieces are views of the page cache, never copied.
+
+    Blobs are immutable and replaced only by rename, so the mapped file cannot shrink
+    underneath (which would fault)."""
 
     def __init__(self, file: BinaryIO, offset: int, length: int, what: str) -> None:
-        size = os.fstat(file.fileno()).st_size
-        if offset + length > size:
-            file.close()
-            raise ShardInputError(f"{what} ended {offset + length - size} bytes early")
-        self._file = file
-        self._position = offset
-        self._end = offset + length
+        with file:
+            size = os.fstat(file.fileno()).st_size
+            if offset + length > size:
+                raise ShardInputError(f"{what} ended {offset + length - size} bytes early")
+            # Only the range: the rest of the file is not this reader's business.
+            start = offset - offset % mmap.ALLOCATIONGRANULARITY
+            self._map = (
+                mmap.mmap(
+                    file.fileno(),
+                    offset + length - start,
+                    flags=mmap.MAP_SHARED,
+                    prot=mmap.PROT_READ,
+                    offset=start,
+                )
+                if length
+                else None
+            )
+        self._view = memoryview(self._map or b"")[offset - start :]
+        self._position = 0
         self._what = what
 
-    def fill(self, out: memoryview) -> None:
-        if self._position + len(out) > self._end:
+    def take(self, size: int) -> memoryview:
+        if self._position + size > len(self._view):
             raise ValueError(f"{self._what}: asked past the end of its range")
-        done = 0
-        while done < len(out):
-            read = os.preadv(self._file.fileno(), [out[done:]], self._position + done)
-            if read == 0:
-                raise ShardInputError(f"{self._what} was truncated while being read")
-            done += read
-        self._position += done
+        piece = self._view[self._position : self._position + size]
+        self._position += size
+        return piece
 
     def finish(self) -> None:
-        self._file.close()
-        if self._position != self._end:
-            raise ShardInputError(f"{self._what}: {self._end - self._position} bytes unread")
+        left = len(self._view) - self._position
+        # The mapping goes when the last view of it does.
+        self._view, self._map = memoryview(b""), None
+        if left:
+            raise ShardInputError(f"{self._what}: {left} bytes unread")
 
 
 class RangeReader:
-    """Fills buffers, in order, from a stream that must hold exactly `length` bytes."""
+    """Pieces, in order, of a stream that must hold exactly `length` bytes: views of the
+    received chunks where a piece lies within one, else copied together."""
 
     def __init__(self, chunks: Iterator[bytes], length: int, what: str) -> None:
         self._chunks = chunks
         self._pending = memoryview(b"")
         self._left = length
         self._what = what
+        self._buffer = bytearray()
 
-    def fill(self, out: memoryview) -> None:
-        """Copy the next len(out) bytes into `out`."""
-        if len(out) > self._left:
-            raise ValueError(f"{self._what}: asked for {len(out)} bytes, {self._left} remain")
+    def take(self, size: int) -> memoryview:
+        if size > self._left:
+            raise ValueError(f"{self._what}: asked for {size} bytes, {self._left} remain")
+        if not self._pending:
+            self._pending = self._next_chunk(self._left)
+        if len(self._pending) >= size:
+            piece, self._pending = self._pending[:size], self._pending[size:]
+            self._left -= size
+            return piece
+        if len(self._buffer) < size:
+            self._buffer = bytearray(size)
+        out = memoryview(self._buffer)[:size]
         filled = 0
-        while filled < len(out):
+        while filled < size:
             if not self._pending:
-                chunk = next(self._chunks, None)
-                if chunk is None:
-                    raise ShardInputError(f"{self._what} ended {self._left - filled} bytes early")
-                self._pending = memoryview(chunk)
-            take = min(len(self._pending), len(out) - filled)
-            out[filled : filled + take] = self._pending[:take]
-            self._pending = self._pending[take:]
-            filled += take
-        self._left -= filled
+                self._pending = self._next_chunk(self._left - filled)
+            step = min(len(self._pending), size - filled)
+            out[filled : filled + step] = self._pending[:step]
+            self._pending = self._pending[step:]
+            filled += step
+        self._left -= size
+        return out
+
+    def _next_chunk(self, undelivered: int) -> memoryview:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            raise ShardInputError(f"{self._what} ended {undelivered} bytes early")
+        return memoryview(chunk)
 
     def finish(self) -> None:
         """All `length` bytes were taken and the stream has nothing more."""

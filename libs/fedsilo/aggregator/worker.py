@@ -11,12 +11,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import numpy as np
 from numpy.typing import NDArray
+from threadpoolctl import threadpool_limits
 
 from fedsilo.aggregator.sources import BlobSource, ModelStoreSource, ShardInputError
 from fedsilo.algorithms.aggregate import Vector, normalized_weights
@@ -31,10 +33,19 @@ from fedsilo.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 
 log = logging.getLogger("fedsilo.aggregator")
 
-WriteBlob = Callable[[bytes, str], str]  # (data, dtype) -> digest
-# Coordinates per client row of the combine buffer: rows of all inputs stay in cache while one
-# matrix-vector product folds them, so each byte of an update crosses memory once.
-CHUNK_COORDINATES = 1 << 15
+WriteBlob = Callable[[bytes | memoryview, str], str]  # (data, dtype) -> digest
+# Coordinates of the output folded at a time: the output's block stays in cache while every
+# input's piece streams through once, as a single `weights @ stacked` would read it.
+CHUNK_COORDINATES = 1 << 17
+# (input index, the input's values for the block, the output block)
+Accumulate = Callable[[int, NDArray[Any], NDArray[Any]], None]
+
+
+def single_threaded_blas() -> None:
+    """Keep BLAS to one thread for the rest of the process. The fold's BLAS calls are small
+    (one block): BLAS's own threads would cost more to wake than they save, and they spin
+    between calls on the cores the fold's threads need."""
+    threadpool_limits(limits=1, user_api="blas")
 
 
 @dataclass(frozen=True)
@@ -45,10 +56,16 @@ class ShardResult:
 
 
 def _read_vector(source: BlobSource, digest: str, begin: int, end: int, what: str) -> Vector:
-    data = source.read(digest, begin * 4, (end - begin) * 4)
-    if len(data) != (end - begin) * 4:
-        raise ShardInputError(f"{what} {digest[:12]}: got {len(data)} bytes for [{begin}, {end})")
-    return np.frombuffer(data, dtype="<f4")
+    """A blob's float32 values [begin, end): a view of the mapped file where there is one."""
+    reader = source.open_range(digest, begin * 4, (end - begin) * 4, f"{what} {digest[:12]}")
+    values = np.frombuffer(reader.take((end - begin) * 4), dtype="<f4")
+    reader.finish()
+    return values
+
+
+def _float32_bytes(values: NDArray[Any]) -> memoryview:
+    """The values as little-endian float32 bytes, without a copy when they already are."""
+    return np.ascontiguousarray(values, dtype="<f4").data.cast("B")
 
 
 def fold_inputs(
@@ -56,32 +73,61 @@ def fold_inputs(
     inputs: list[aggregator_pb2.ShardInput],
     begin: int,
     end: int,
-    fold: Callable[[NDArray[Any], slice], None],
-    dtype: str,
+    out: NDArray[Any],
+    accumulate: Accumulate,
+    threads: int = 1,
 ) -> None:
-    """Stream every input's [begin, end) in chunks into one preallocated buffer of
-    (inputs, chunk) values and hand each filled block to `fold(block, where)`, `where` being
-    the block's coordinates relative to `begin`. Memory is len(inputs) * CHUNK_COORDINATES
-    values, not len(inputs) * (end - begin)."""
+    """Fold every input's [begin, end) into `out` (end - begin values), block by block: for
+    each block of CHUNK_COORDINATES, `accumulate(i, values, out_block)` for the inputs in
+    order. Input pieces are views of the source's memory where it has them (a mapped file, a
+    received chunk), so each byte of an update is read once; memory is the output plus one
+    piece per input, not len(inputs) * (end - begin) values.
+
+    With threads > 1 the range is cut into that many contiguous parts, folded at once into
+    disjoint blocks of `out` (numpy and BLAS release the GIL)."""
     count = end - begin
-    chunk = min(CHUNK_COORDINATES, count)
-    itemsize = np.dtype(dtype).itemsize
-    buffer = np.empty(len(inputs) * chunk, dtype=dtype)
+    if out.shape != (count,):
+        raise ValueError(f"out holds {out.shape} values; [{begin}, {end}) needs {count}")
+    parts = max(1, min(threads, -(-count // CHUNK_COORDINATES)))
+    if parts == 1:
+        _fold_part(source, inputs, begin, 0, count, out, accumulate)
+        return
+    step = -(-count // (parts * CHUNK_COORDINATES)) * CHUNK_COORDINATES
+    with ThreadPoolExecutor(parts, thread_name_prefix="fold") as pool:
+        pending = [
+            pool.submit(
+                _fold_part, source, inputs, begin, start, min(start + step, count), out, accumulate
+            )
+            for start in range(0, count, step)
+        ]
+        for part in pending:
+            part.result()
+
+
+def _fold_part(
+    source: BlobSource,
+    inputs: list[aggregator_pb2.ShardInput],
+    begin: int,
+    start: int,
+    stop: int,
+    out: NDArray[Any],
+    accumulate: Accumulate,
+) -> None:
+    """fold_inputs over out[start:stop], coordinates [begin + start, begin + stop)."""
+    dtype = out.dtype.newbyteorder("<")
     readers = [
         source.open_range(
             item.digest,
-            begin * itemsize,
-            count * itemsize,
+            (begin + start) * dtype.itemsize,
+            (stop - start) * dtype.itemsize,
             f"input of {item.client_id} ({item.digest[:12]})",
         )
         for item in inputs
     ]
-    for start in range(0, count, chunk):
-        width = min(chunk, count - start)
-        block = buffer[: len(inputs) * width].reshape(len(inputs), width)
-        for row, reader in zip(block, readers, strict=True):
-            reader.fill(row.data.cast("B"))
-        fold(block, slice(start, start + width))
+    for offset in range(start, stop, CHUNK_COORDINATES):
+        block = out[offset : min(offset + CHUNK_COORDINATES, stop)]
+        for index, reader in enumerate(readers):
+            accumulate(index, np.frombuffer(reader.take(block.nbytes), dtype), block)
     for reader in readers:
         reader.finish()
 
@@ -92,22 +138,36 @@ def weighted_sum(
     weights: NDArray[Any],
     begin: int,
     end: int,
+    threads: int = 1,
 ) -> Vector:
+    """sum_i weights[i] * input_i over [begin, end), in float32: the first input scaled into
+    the output block, each further one added by a BLAS axpy (no temporaries): each byte of
+    an input is read once, the block stays in cache. BLAS should be single-threaded
+    (single_threaded_blas)."""
+    # Here, not at the top: only a replica that folds plaintext pays scipy's memory.
+    from scipy.linalg.blas import saxpy
+
     total = np.empty(end - begin, dtype=np.float32)
-    vector = np.asarray(weights, dtype=np.float32)
+    scale = [np.float32(weight) for weight in weights]
 
-    def fold(block: NDArray[Any], where: slice) -> None:
-        np.matmul(vector, block, out=total[where])
+    def accumulate(index: int, values: NDArray[Any], block: NDArray[Any]) -> None:
+        if index == 0:
+            np.multiply(values, scale[0], out=block)
+        else:
+            saxpy(values, block, a=scale[index])
 
-    fold_inputs(source, inputs, begin, end, fold, "<f4")
+    fold_inputs(source, inputs, begin, end, total, accumulate, threads)
     return total
 
 
-def combine_shard(shard: aggregator_pb2.Shard, source: BlobSource, write: WriteBlob) -> ShardResult:
+def combine_shard(
+    shard: aggregator_pb2.Shard, source: BlobSource, write: WriteBlob, threads: int = 1
+) -> ShardResult:
     """Weighted mean of the clients' deltas over [begin, end), then the server optimizer step.
 
     The inputs are streamed chunk by chunk and folded with one matrix-vector product per
-    chunk, so memory is a few shard-sized vectors whatever the number of clients.
+    chunk, so memory is a few shard-sized vectors whatever the number of clients; `threads`
+    fold disjoint parts of the range at once.
     """
     begin, end = shard.begin, shard.end
     if end <= begin:
@@ -127,9 +187,9 @@ def combine_shard(shard: aggregator_pb2.Shard, source: BlobSource, write: WriteB
         [1] * len(inputs) if privacy is not None else [item.num_examples for item in inputs]
     )
     if secagg is not None:
-        delta = _unmasked_sum(secagg, inputs, source, begin, end)
+        delta = _unmasked_sum(secagg, inputs, source, begin, end, threads)
     else:
-        delta = weighted_sum(source, inputs, weights, begin, end)
+        delta = weighted_sum(source, inputs, weights, begin, end, threads)
     if privacy is not None:
         std = noise_std_per_client(
             privacy.clip_norm, privacy.require_noise_multiplier(), len(inputs), distributed=False
@@ -149,10 +209,9 @@ def combine_shard(shard: aggregator_pb2.Shard, source: BlobSource, write: WriteB
         state = optimizer.initial_state(end - begin)
     new_weights, new_state = optimizer.step(base, delta, state)
     return ShardResult(
-        weights=write(new_weights.astype("<f4").tobytes(), "float32"),
+        weights=write(_float32_bytes(new_weights), "float32"),
         server_state={
-            name: write(value.astype("<f4").tobytes(), "float32")
-            for name, value in new_state.items()
+            name: write(_float32_bytes(value), "float32") for name, value in new_state.items()
         },
         input_bytes=(len(inputs) + 1 + len(state)) * (end - begin) * 4,
     )
@@ -164,17 +223,20 @@ def _unmasked_sum(
     source: BlobSource,
     begin: int,
     end: int,
+    threads: int = 1,
 ) -> Vector:
     """Secure aggregation: the ring sum of the masked inputs over [begin, end), with the
     survivors' self masks and the dropped clients' pairwise masks removed, back to floats.
     Only the sum is ever seen; no single input can be unmasked."""
     total = np.empty(end - begin, dtype=np.uint32)
 
-    def fold(block: NDArray[Any], where: slice) -> None:
-        # uint32 addition wraps: the sum in the ring Z_2^32.
-        np.sum(block, axis=0, dtype=np.uint32, out=total[where])
+    def accumulate(index: int, values: NDArray[Any], block: NDArray[Any]) -> None:
+        if index == 0:
+            np.copyto(block, values)
+        else:
+            np.add(block, values, out=block)  # uint32 addition wraps: the ring Z_2^32
 
-    fold_inputs(source, inputs, begin, end, fold, "<u4")
+    fold_inputs(source, inputs, begin, end, total, accumulate, threads)
     unmasking = Unmasking(
         {client: bytes.fromhex(seed) for client, seed in secagg["self_seeds"].items()},
         [DanglingPair(s, d, bytes.fromhex(seed)) for s, d, seed in secagg["dangling"]],
@@ -218,6 +280,7 @@ class AggregatorWorker:
         source: BlobSource | None = None,
         write: WriteBlob | None = None,
         poll_s: float = 5.0,
+        threads: int = 1,
     ) -> None:
         self.worker_id = worker_id
         self._queue = queue
@@ -225,8 +288,9 @@ class AggregatorWorker:
         self._source = source or ModelStoreSource(models)
         self._write = write or self._upload
         self._poll_s = poll_s
+        self._threads = threads
 
-    def _upload(self, data: bytes, dtype: str) -> str:
+    def _upload(self, data: bytes | memoryview, dtype: str) -> str:
         return self._models.upload(data, dtype=dtype).ref.digest
 
     def run_once(self) -> bool:
@@ -240,7 +304,7 @@ class AggregatorWorker:
         shard = response.shard
         start = time.perf_counter()
         try:
-            result = combine_shard(shard, self._source, self._write)
+            result = combine_shard(shard, self._source, self._write, self._threads)
         except (ShardInputError, grpc.RpcError) as error:
             # Leave the lease to expire: another replica (or a later try) takes the shard.
             log.error("shard %s: %s", shard.shard_id, error)

@@ -12,7 +12,9 @@ def info_key(digest: str) -> str:
     return f"blobinfo/{digest[:2]}/{digest}.json"
 
 
-def record_blob(docs: DocumentStore, digest: str, scanner: ElementScanner, owner: str) -> None:
+def record_blob(
+    docs: DocumentStore, digest: str, scanner: ElementScanner, owner: str, *, durable: bool = True
+) -> None:
     """Record a stored blob's facts; identical bytes from two parties are one blob with two
     owners."""
     key = info_key(digest)
@@ -26,21 +28,27 @@ def record_blob(docs: DocumentStore, digest: str, scanner: ElementScanner, owner
             "num_nonfinite": scanner.num_nonfinite,
             "owners": sorted(owners),
         },
+        durable=durable,
     )
 
 
 class DirectBlobWriter:
-    """Blobs written straight to the object store, recorded as the model store would."""
+    """Shard results written straight to the object store, recorded as the model store would.
+
+    Not waited onto the disk: a shard result is needed only until the scheduler composes the
+    round's model (which is durable), and one lost or torn by a crash is found when composing
+    (its digest does not match) and computed again."""
 
     def __init__(self, blobs: BlobStore, docs: DocumentStore, owner: str) -> None:
         self._blobs = blobs
         self._docs = docs
         self._owner = owner
 
-    def __call__(self, data: bytes, dtype: str) -> str:
+    def __call__(self, data: bytes | memoryview, dtype: str) -> str:
+        view = memoryview(data).cast("B")
         scanner = ElementScanner(dtype)
-        scanner.feed(data)
+        scanner.feed(view)
         scanner.finish()
-        ref: BlobRef = self._blobs.put(data)
-        record_blob(self._docs, ref.digest, scanner, self._owner)
+        ref: BlobRef = self._blobs.put(view, durable=False)
+        record_blob(self._docs, ref.digest, scanner, self._owner, durable=False)
         return ref.digest

@@ -10,6 +10,10 @@ from fedsilo.rpc.channels import CHUNK_BYTES
 from fedsilo.v1 import common_pb2, modelstore_pb2, modelstore_pb2_grpc
 
 
+class BlobsUnavailable(Exception):
+    """Blobs to compose are missing from the object store, or do not match their digests."""
+
+
 class ModelStoreClient:
     def __init__(self, channel: grpc.Channel) -> None:
         self.stub = modelstore_pb2_grpc.ModelStoreStub(channel)
@@ -40,9 +44,16 @@ class ModelStoreClient:
         return info
 
     def compose(self, digests: list[str], dtype: str = "float32") -> common_pb2.BlobRef:
-        ref: common_pb2.BlobRef = self.stub.ComposeBlobs(
-            modelstore_pb2.ComposeBlobsRequest(digests=digests, dtype=dtype)
-        )
+        """The concatenation of the blobs, stored as one; BlobsUnavailable when a part is
+        missing or damaged."""
+        try:
+            ref: common_pb2.BlobRef = self.stub.ComposeBlobs(
+                modelstore_pb2.ComposeBlobsRequest(digests=digests, dtype=dtype)
+            )
+        except grpc.RpcError as error:
+            if error.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.DATA_LOSS):
+                raise BlobsUnavailable(error.details()) from None
+            raise
         return ref
 
     def put_model(self, record: modelstore_pb2.ModelRecord) -> modelstore_pb2.ModelRecord:

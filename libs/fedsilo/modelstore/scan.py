@@ -23,7 +23,7 @@ class ElementScanner:
         self.num_elements = 0
         self.num_nonfinite = 0
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes | memoryview) -> None:
         data = self._carry + chunk if self._carry else chunk
         usable = len(data) - len(data) % self._np_dtype.itemsize
         self._carry = bytes(data[usable:])

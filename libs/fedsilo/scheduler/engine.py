@@ -24,6 +24,7 @@ from google.protobuf import json_format
 
 from fedsilo.algorithms.registry import server_optimizer
 from fedsilo.jobs import JobSpec
+from fedsilo.modelstore.client import BlobsUnavailable
 from fedsilo.paillier import ciphertext_bytes, public_key_from_bytes
 from fedsilo.privacy import PrivacyAccountant
 from fedsilo.rpc.errors import (
@@ -105,7 +106,9 @@ class KeyService(Protocol):
 class ArtifactStore(Protocol):
     def stat(self, digest: str) -> modelstore_pb2.BlobInfo: ...
 
-    def compose(self, digests: list[str], dtype: str = "float32") -> common_pb2.BlobRef: ...
+    def compose(self, digests: list[str], dtype: str = "float32") -> common_pb2.BlobRef:
+        """BlobsUnavailable when a part is missing or damaged."""
+        ...
 
     def put_model(self, record: modelstore_pb2.ModelRecord) -> modelstore_pb2.ModelRecord: ...
 
@@ -180,7 +183,8 @@ class Scheduler:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._progressed = False
-        self._recover()
+        with self._wake:
+            self._recover()
 
     # lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -1181,11 +1185,23 @@ class Scheduler:
         self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime
     ) -> None:
         shards = runtime.shards
-        weights = self._artifacts.compose([s.weights for s in shards])
-        state = {
-            name: self._artifacts.compose([s.server_state[name] for s in shards]).digest
-            for name in server_optimizer(spec.algorithm).state_names
-        }
+        try:
+            weights = self._artifacts.compose([s.weights for s in shards])
+            state = {
+                name: self._artifacts.compose([s.server_state[name] for s in shards]).digest
+                for name in server_optimizer(spec.algorithm).state_names
+            }
+        except BlobsUnavailable as error:
+            # Shard results are not written durably (they can be computed again): one lost
+            # or torn by a crash sends the round's aggregation round again.
+            log.warning(
+                "job %s round %d: shard results unavailable (%s); aggregating again",
+                job["job_id"],
+                job["round"],
+                error,
+            )
+            self._plan_aggregation(job, runtime)
+            return
         updates = self._store.updates(job["job_id"], job["round"], job["attempt"])
         privacy = self._account_privacy(job, spec, updates)
         record = self._artifacts.put_model(

@@ -27,8 +27,10 @@ class CorruptBlob(StorageError):
 class ObjectStore(Protocol):
     """Flat key -> bytes storage; every write is atomic, so readers never see a partial object."""
 
-    def put(self, key: str, data: bytes) -> None:
-        """Store ``data`` under ``key``, replacing any object already there."""
+    def put(self, key: str, data: bytes | memoryview, *, durable: bool = True) -> None:
+        """Store ``data`` (bytes, or a byte view) under ``key``, replacing any object already
+        there. ``durable=False`` is for results that can be computed again: the store need not
+        wait for them to reach the disk (after a crash they may be missing or torn)."""
         ...
 
     def put_file(self, key: str, path: Path) -> None:

@@ -10,7 +10,13 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fedsilo.storage.base import CorruptBlob, ObjectStore, StorageError, validate_key
+from fedsilo.storage.base import (
+    CorruptBlob,
+    ObjectNotFound,
+    ObjectStore,
+    StorageError,
+    validate_key,
+)
 from fedsilo.storage.local import LocalDirectoryStore
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -35,12 +41,32 @@ class BlobStore:
     def __init__(self, store: ObjectStore) -> None:
         self._store = store
 
-    def put(self, data: bytes) -> BlobRef:
-        ref = BlobRef(hashlib.sha256(data).hexdigest(), len(data))
+    def put(self, data: bytes | memoryview, *, durable: bool = True) -> BlobRef:
+        """Store `data` (bytes, or a byte view) under its digest.
+
+        ``durable=False`` is for results that can be computed again (an aggregator's shard
+        results): the store does not wait for the disk. A copy already there is then trusted
+        only if it is whole, since a crash may have left it torn."""
+        view = memoryview(data).cast("B")
+        ref = BlobRef(hashlib.sha256(view).hexdigest(), len(view))
+        key = blob_key(ref.digest)
+        if not self._stored_whole(ref, check=not durable):
+            self._store.put(key, view, durable=durable)
+        return ref
+
+    def _stored_whole(self, ref: BlobRef, *, check: bool) -> bool:
         key = blob_key(ref.digest)
         if not self._store.exists(key):
-            self._store.put(key, data)
-        return ref
+            return False
+        if not check:
+            return True
+        try:
+            return (
+                self.stat(ref.digest).size == ref.size
+                and ref.digest == hashlib.sha256(self._store.get(key)).hexdigest()
+            )
+        except ObjectNotFound:
+            return False
 
     def put_stream(self, chunks: Iterable[bytes], *, expected_digest: str | None = None) -> BlobRef:
         """Store the concatenated chunks, holding at most one chunk in memory.
@@ -143,8 +169,8 @@ class DocumentStore:
         self._store = store
         self._prefix = validate_key(prefix)
 
-    def put(self, key: str, obj: dict[str, Any]) -> None:
-        self._store.put(self._key(key), json.dumps(obj, sort_keys=True).encode())
+    def put(self, key: str, obj: dict[str, Any], *, durable: bool = True) -> None:
+        self._store.put(self._key(key), json.dumps(obj, sort_keys=True).encode(), durable=durable)
 
     def get(self, key: str) -> dict[str, Any]:
         raw = self._store.get(self._key(key))

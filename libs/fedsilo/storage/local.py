@@ -30,8 +30,8 @@ class LocalDirectoryStore:
     def describe(self) -> str:
         return f"directory {self._root}"
 
-    def put(self, key: str, data: bytes) -> None:
-        self._write_atomically(key, lambda out: out.write(data))
+    def put(self, key: str, data: bytes | memoryview, *, durable: bool = True) -> None:
+        self._write_atomically(key, lambda out: out.write(data), durable=durable)
 
     def put_file(self, key: str, path: Path) -> None:
         with Path(path).open("rb") as source:
@@ -106,7 +106,9 @@ class LocalDirectoryStore:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise ObjectNotFound(key, self.describe()) from exc
 
-    def _write_atomically(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
+    def _write_atomically(
+        self, key: str, fill: Callable[[BinaryIO], object], *, durable: bool = True
+    ) -> None:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +121,8 @@ class LocalDirectoryStore:
             with os.fdopen(fd, "wb") as out:
                 fill(out)
                 out.flush()
-                os.fsync(out.fileno())
+                if durable:
+                    os.fsync(out.fileno())
             os.replace(temp, path)
         except IsADirectoryError as exc:
             os.unlink(temp)
@@ -129,7 +132,8 @@ class LocalDirectoryStore:
         except BaseException:
             os.unlink(temp)
             raise
-        _fsync_directory(path.parent)
+        if durable:
+            _fsync_directory(path.parent)
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -182,6 +182,21 @@ class BlobStoreContract:
         assert first == second == third
         assert counting.writes == [blob_key(first.digest)]
 
+    def test_a_result_put_without_waiting_replaces_a_torn_copy(self, store: ObjectStore) -> None:
+        counting = CountingWrites(store)
+        blobs = BlobStore(counting)  # type: ignore[arg-type]
+        ref = blobs.put(memoryview(PAYLOAD), durable=False)
+        assert blobs.get(ref.digest) == PAYLOAD
+        blobs.put(PAYLOAD, durable=False)  # whole: trusted, not written again
+        assert counting.writes == [blob_key(ref.digest)]
+        store.put(blob_key(ref.digest), PAYLOAD[:100])  # as a crash may leave it
+
+        again = blobs.put(PAYLOAD, durable=False)
+
+        assert again == ref
+        assert blobs.get(ref.digest) == PAYLOAD
+        assert counting.writes == [blob_key(ref.digest)] * 2
+
     def test_put_stream_stores_the_concatenation(self, store: ObjectStore) -> None:
         blobs = BlobStore(store)
         chunks = [PAYLOAD[i : i + 1000] for i in range(0, len(PAYLOAD), 1000)]
@@ -328,9 +343,9 @@ class CountingWrites:
         self.inner = inner
         self.writes: list[str] = []
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes | memoryview, *, durable: bool = True) -> None:
         self.writes.append(key)
-        self.inner.put(key, data)
+        self.inner.put(key, data, durable=durable)
 
     def put_file(self, key: str, path: Path) -> None:
         self.writes.append(key)
