@@ -36,15 +36,20 @@ from fedsilo.paillier import (
 RESULTS = Path(__file__).parent / "results"
 
 
-def end_to_end(public: Any, private: Any, parameters: int, clients: int) -> dict[str, float]:
+def end_to_end(public: Any, private: Any, parameters: int, clients: int) -> dict[str, Any]:
     """Every client: r^n for its ciphertexts (2 processes) and encrypt; then the product of
-    the uploads and the decrypted sum, checked against the plaintext sum. All on this
-    machine, one client after another, so the total is an upper bound for real sites that
-    encrypt at the same time."""
+    the uploads and the decrypted sum (2 processes), checked against the plaintext sum.
+
+    The clients run here one after another; in a federation each site computes and encrypts
+    on its own machine at the same time, and computes its r^n while it trains. So the round
+    takes the slowest site's randomness and encryption, then the aggregation and the
+    decryption (`round_s`, the target); with the randomness hidden behind training it is
+    `critical_path_s`; and `serial_s`, everything one after another on this machine, bounds
+    both from above."""
     spec = PackingSpec(key_bits=2048, num_clients=clients, clip=1.0, value_bits=16)
     rng = np.random.default_rng(3)
     count = spec.num_ciphertexts(parameters)
-    timings = {"randomness_s": 0.0, "encrypt_s": 0.0}
+    randomness_s, encrypt_s = [], []
     uploads, total = [], np.zeros(parameters)
     for _ in range(clients):
         update = rng.uniform(-0.5, 0.5, parameters).astype(np.float32)
@@ -52,19 +57,28 @@ def end_to_end(public: Any, private: Any, parameters: int, clients: int) -> dict
         start = time.perf_counter()
         randomness = PrecomputedRandomness(public, count, processes=2)
         randomness.take(0)
-        timings["randomness_s"] += time.perf_counter() - start
+        randomness_s.append(time.perf_counter() - start)
         start = time.perf_counter()
         uploads.append(encrypt_update(update, spec, public, randomness=randomness))
-        timings["encrypt_s"] += time.perf_counter() - start
+        encrypt_s.append(time.perf_counter() - start)
     start = time.perf_counter()
     aggregate = multiply_range(uploads, public, 0, count)
-    timings["aggregate_s"] = time.perf_counter() - start
+    aggregate_s = time.perf_counter() - start
     start = time.perf_counter()
     summed = decrypt_sum(aggregate, private, spec, parameters, clients, processes=2)
-    timings["decrypt_s"] = time.perf_counter() - start
-    timings["total_s"] = sum(timings.values())
-    timings["max_error"] = float(np.abs(summed - total).max())
-    return timings
+    decrypt_s = time.perf_counter() - start
+    slowest_site = max(r + e for r, e in zip(randomness_s, encrypt_s, strict=True))
+    return {
+        "ciphertexts_per_upload": count,
+        "randomness_s": randomness_s,
+        "encrypt_s": encrypt_s,
+        "aggregate_s": aggregate_s,
+        "decrypt_s": decrypt_s,
+        "round_s": slowest_site + aggregate_s + decrypt_s,
+        "critical_path_s": max(encrypt_s) + aggregate_s + decrypt_s,
+        "serial_s": sum(randomness_s) + sum(encrypt_s) + aggregate_s + decrypt_s,
+        "max_error": float(np.abs(summed - total).max()),
+    }
 
 
 def main() -> None:
@@ -137,10 +151,15 @@ def main() -> None:
     e2e = end_to_end(public, private, args.e2e_parameters, args.e2e_clients)
     print(
         f"protected aggregation of {args.e2e_parameters:,} parameters from {args.e2e_clients} "
-        f"clients: {e2e['total_s']:.1f} s end to end (randomness {e2e['randomness_s']:.1f} s, "
-        f"encrypt {e2e['encrypt_s']:.1f} s, aggregate {e2e['aggregate_s']:.1f} s, decrypt "
-        f"{e2e['decrypt_s']:.1f} s; max error {e2e['max_error']:.1e}) (target < 60 s: "
-        f"{'PASS' if e2e['total_s'] < 60 else 'FAIL'})"
+        f"clients ({e2e['ciphertexts_per_upload']:,} ciphertexts each), max error "
+        f"{e2e['max_error']:.1e}:\n"
+        f"  per site: randomness {statistics.median(e2e['randomness_s']):.1f} s, encrypt "
+        f"{statistics.median(e2e['encrypt_s']):.2f} s (medians); aggregate "
+        f"{e2e['aggregate_s']:.1f} s; decrypt {e2e['decrypt_s']:.1f} s\n"
+        f"  round, sites in parallel, randomness not hidden by training: {e2e['round_s']:.1f} s "
+        f"(target < 60 s: {'PASS' if e2e['round_s'] < 60 else 'FAIL'})\n"
+        f"  randomness computed while training: {e2e['critical_path_s']:.1f} s; every site "
+        f"one after another on this machine: {e2e['serial_s']:.1f} s"
     )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "paillier.json").write_text(

@@ -211,7 +211,7 @@ def summarize(runs: list[RunResult], memory_group: str) -> dict[str, Any]:
         "rss_mb": {
             group: {
                 point: statistics.median(r.rss_mb[group][point] for r in runs)
-                for point in ("end", "peak")
+                for point in ("end", "peak", "pss_end", "pss_peak")
             }
             for group in runs[0].rss_mb
         },
@@ -231,6 +231,13 @@ def compare(system: Mapping[str, Any], flower: Mapping[str, Any]) -> dict[str, A
         # ServerApp and SuperExec it starts.
         "control plane / superlink and its children": system["control_plane_rss_mb"]
         / flower["rss_mb"]["superlink and its children"]["end"],
+        # The memory the processes really occupy: shared library pages counted once.
+        "control plane PSS / superlink PSS": system["rss_mb"]["control plane"]["pss_end"]
+        / flower["rss_mb"]["superlink"]["pss_end"],
+        "control plane PSS / superlink and its children PSS": system["rss_mb"]["control plane"][
+            "pss_end"
+        ]
+        / flower["rss_mb"]["superlink and its children"]["pss_end"],
     }
     return {
         "median_round": round_ratio,
@@ -271,10 +278,14 @@ def print_table(summaries: Mapping[str, Mapping[str, Any]], ratios: Mapping[str,
 
 
 def print_memory(summaries: Mapping[str, Mapping[str, Any]]) -> None:
-    print("\nresident memory, MiB at the end of the job (peak during it), median over runs")
+    print(
+        "\nresident memory, MiB at the end of the job (peak during it), median over runs: RSS / PSS"
+    )
     for name, summary in summaries.items():
         groups = ", ".join(
-            f"{group} {mb['end']:.0f} ({mb['peak']:.0f})" for group, mb in summary["rss_mb"].items()
+            f"{group} {mb['end']:.0f} ({mb['peak']:.0f}) / {mb['pss_end']:.0f} "
+            f"({mb['pss_peak']:.0f})"
+            for group, mb in summary["rss_mb"].items()
         )
         print(f"  {name}: {groups}")
 

@@ -1,7 +1,10 @@
-"""Resident memory of local processes, read from /proc (Linux): VmRSS, what `ps` calls RSS.
+"""Resident memory of local processes, read from /proc (Linux): VmRSS, what `ps` calls RSS,
+and PSS, which divides each shared page among the processes that map it.
 
-A `RssSampler` polls named groups of processes on a thread while a job runs, and keeps each
-group's peak and its last reading; a group's figure is the sum over its processes.
+Summed over several processes, RSS counts the pages of shared libraries (grpc, numpy, the
+interpreter) once per process; PSS sums to the memory the group really occupies. A
+`RssSampler` polls named groups of processes on a thread while a job runs, and keeps each
+group's peak and its last reading of both; a group's figure is the sum over its processes.
 """
 
 from __future__ import annotations
@@ -28,6 +31,18 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def pss_bytes(pid: int) -> int:
+    """Pss of one process (from smaps_rollup); 0 once it has exited."""
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in rollup.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below `pid` (children, grandchildren, ...), from /proc/*/stat."""
     parents: dict[int, list[int]] = {}
@@ -51,6 +66,10 @@ def total_rss(pids: Iterable[int]) -> int:
     return sum(rss_bytes(pid) for pid in pids)
 
 
+def total_pss(pids: Iterable[int]) -> int:
+    return sum(pss_bytes(pid) for pid in pids)
+
+
 Groups = Callable[[], Mapping[str, Iterable[int]]]
 
 
@@ -67,6 +86,8 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self.peak: dict[str, int] = {}
         self.last: dict[str, int] = {}
+        self.pss_peak: dict[str, int] = {}
+        self.pss_last: dict[str, int] = {}
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -78,9 +99,12 @@ class RssSampler:
         self.sample()
 
     def sample(self) -> None:
-        self.last = {name: total_rss(pids) for name, pids in self._groups().items()}
-        for name, value in self.last.items():
-            self.peak[name] = max(self.peak.get(name, 0), value)
+        groups = {name: list(pids) for name, pids in self._groups().items()}
+        self.last = {name: total_rss(pids) for name, pids in groups.items()}
+        self.pss_last = {name: total_pss(pids) for name, pids in groups.items()}
+        for name in groups:
+            self.peak[name] = max(self.peak.get(name, 0), self.last[name])
+            self.pss_peak[name] = max(self.pss_peak.get(name, 0), self.pss_last[name])
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -88,8 +112,14 @@ class RssSampler:
             self._stop.wait(self._interval_s)
 
     def megabytes(self) -> dict[str, dict[str, float]]:
-        """{group: {"end": MiB at the last sample, "peak": highest MiB seen}}."""
+        """{group: {"end": RSS MiB at the last sample, "peak": highest RSS MiB seen,
+        "pss_end" and "pss_peak": the same for PSS}}."""
         return {
-            name: {"end": self.last.get(name, 0) / MIB, "peak": self.peak[name] / MIB}
+            name: {
+                "end": self.last.get(name, 0) / MIB,
+                "peak": self.peak[name] / MIB,
+                "pss_end": self.pss_last.get(name, 0) / MIB,
+                "pss_peak": self.pss_peak[name] / MIB,
+            }
             for name in self.peak
         }

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from unit.storage.store_contract import BlobStoreContract, ObjectStoreContract
 
-from fedsilo.storage import S3Store, StorageSettings, open_store
+from fedsilo.storage import StorageSettings, open_store
+from fedsilo.storage.s3 import S3Store
 
 from .conftest import ACCESS_KEY, SECRET_KEY
 

@@ -10,6 +10,7 @@ import pytest
 
 from fedsilo.aggregator.sources import ObjectStoreSource, RangeReader, ShardInputError
 from fedsilo.aggregator.worker import (
+    AXPY_COORDINATES,
     CHUNK_COORDINATES,
     combine_shard,
     fold_inputs,
@@ -100,7 +101,7 @@ def test_a_shard_spanning_many_chunks_equals_one_weighted_sum() -> None:
 @pytest.mark.parametrize("threads", [2, 3, 8])
 def test_threads_fold_disjoint_parts_to_the_same_bits(threads: int) -> None:
     blobs = Blobs()
-    size = 4 * CHUNK_COORDINATES + 1001
+    size = max(4 * CHUNK_COORDINATES, AXPY_COORDINATES) + 1001  # BLAS's axpy path
     rng = np.random.default_rng(11)
     updates = [rng.standard_normal(size).astype("<f4") for _ in range(4)]
     inputs = _shard(blobs, updates, [3, 9, 1, 4]).inputs

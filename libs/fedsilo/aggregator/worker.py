@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import numpy as np
@@ -37,6 +37,8 @@ WriteBlob = Callable[[bytes | memoryview, str], str]  # (data, dtype) -> digest
 # Coordinates of the output folded at a time: the output's block stays in cache while every
 # input's piece streams through once, as a single `weights @ stacked` would read it.
 CHUNK_COORDINATES = 1 << 17
+# Shards from this size on add with BLAS; below, numpy's temporaries cost next to nothing.
+AXPY_COORDINATES = 1 << 20
 # (input index, the input's values for the block, the output block)
 Accumulate = Callable[[int, NDArray[Any], NDArray[Any]], None]
 
@@ -141,23 +143,30 @@ def weighted_sum(
     threads: int = 1,
 ) -> Vector:
     """sum_i weights[i] * input_i over [begin, end), in float32: the first input scaled into
-    the output block, each further one added by a BLAS axpy (no temporaries): each byte of
-    an input is read once, the block stays in cache. BLAS should be single-threaded
-    (single_threaded_blas)."""
-    # Here, not at the top: only a replica that folds plaintext pays scipy's memory.
-    from scipy.linalg.blas import saxpy
-
+    the output block, each further one added to it. On large shards the addition is a BLAS
+    axpy (no temporaries: each byte of an input is read once, the block stays in cache); BLAS
+    should then be single-threaded (single_threaded_blas)."""
     total = np.empty(end - begin, dtype=np.float32)
     scale = [np.float32(weight) for weight in weights]
+    axpy = _blas_axpy() if end - begin >= AXPY_COORDINATES else None
 
     def accumulate(index: int, values: NDArray[Any], block: NDArray[Any]) -> None:
         if index == 0:
             np.multiply(values, scale[0], out=block)
+        elif axpy is not None:
+            axpy(values, block, a=scale[index])
         else:
-            saxpy(values, block, a=scale[index])
+            block += values * scale[index]
 
     fold_inputs(source, inputs, begin, end, total, accumulate, threads)
     return total
+
+
+def _blas_axpy() -> Callable[..., Any]:
+    # Here, not at the top: scipy costs a process about 14 MiB, worth it for large shards only.
+    from scipy.linalg.blas import saxpy
+
+    return cast(Callable[..., Any], saxpy)
 
 
 def combine_shard(

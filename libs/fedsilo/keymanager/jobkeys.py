@@ -25,6 +25,7 @@ from fedsilo.paillier import (
     verify_sample,
 )
 from fedsilo.pki.files import write_private
+from fedsilo.resources import available_cpus
 
 # Ciphertext positions recomputed from the stored uploads before any decryption.
 VERIFY_SAMPLE = 16
@@ -119,7 +120,16 @@ class JobKeys:
                 "the aggregate is not the product of the listed uploads (sampled ciphertexts "
                 "differ): refusing to decrypt"
             )
-        return decrypt_sum(aggregate, key.private_key, key.packing, num_values, len(uploads))
+        # In processes, one per CPU this keymanager may use: decryption is on the round's
+        # critical path, and each ciphertext's two exponentiations are independent.
+        return decrypt_sum(
+            aggregate,
+            key.private_key,
+            key.packing,
+            num_values,
+            len(uploads),
+            processes=available_cpus(),
+        )
 
     def public_bytes(self, job_id: str) -> bytes:
         return bytes(public_key_to_bytes(self.get(job_id).public_key))

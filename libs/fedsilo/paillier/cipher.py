@@ -23,6 +23,8 @@ from fedsilo.paillier.randomness import PrecomputedRandomness, compute_randomnes
 CANARY = 1
 # Work items per process: smaller chunks even out the load between processes.
 _CHUNKS_PER_PROCESS = 4
+# About a second of decryption: below that, starting a process costs more than it saves.
+_MIN_DECRYPTIONS_PER_PROCESS = 400
 
 
 def ciphertext_bytes(public_key: PaillierPublicKey) -> int:
@@ -222,7 +224,7 @@ def decrypt_sum(
             "count is wrong"
         )
     data = [int(c) for c in ciphertexts[1:]]
-    processes = min(processes, max(1, len(data)))
+    processes = min(processes, max(1, len(data) // _MIN_DECRYPTIONS_PER_PROCESS))
     key_parts = (int(private_key.public_key.n), int(private_key.p), int(private_key.q))
     if processes == 1:
         plaintexts = _decrypt_chunk((*key_parts, data))

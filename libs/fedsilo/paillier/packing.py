@@ -3,7 +3,9 @@
 A value x in [-clip, clip] maps to a level round((x + clip) * scale) in [0, 2^value_bits - 1].
 Levels sit in fixed-width slots, big-endian within a plaintext; each slot has headroom bits
 above the value bits, so that adding the plaintexts of up to num_clients clients (which is
-what multiplying their ciphertexts does) never carries from one slot into the next.
+what multiplying their ciphertexts does) never carries from one slot into the next. Slots are
+exactly value_bits + headroom_bits wide, not rounded to bytes: every bit of a plaintext that
+can hold a value does, so an update takes as few ciphertexts (the whole cost) as it can.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from fedsilo.fixedpoint import sum_from_levels, to_levels
 
 # Slots are unpacked into uint64 lanes.
 MAX_SLOT_BITS = 64
+# Values packed or unpacked at a time: bit-level work takes 64 bytes per value.
+_CHUNK_VALUES = 1 << 16
 # Levels are computed in float64, which is exact for integers below 2^53.
 MAX_VALUE_BITS = 48
 
@@ -64,8 +68,8 @@ class PackingSpec:
 
     @property
     def slot_bits(self) -> int:
-        """Width of one slot, a whole number of bytes so that packing is byte work."""
-        return -(-(self.value_bits + self.headroom_bits) // 8) * 8
+        """Width of one slot: the value bits and their headroom."""
+        return self.value_bits + self.headroom_bits
 
     @property
     def slots_per_plaintext(self) -> int:
@@ -118,15 +122,24 @@ def pack(levels: NDArray[np.uint64], spec: PackingSpec) -> list[int]:
             f"the slot headroom free, got [{int(levels.min())}, {int(levels.max())}]; "
             "quantize the values first"
         )
-    slot_bytes = spec.slot_bits // 8
-    slots = spec.slots_per_plaintext
+    slots, width = spec.slots_per_plaintext, _plaintext_bytes(spec)
+    lead = 8 * width - slots * spec.slot_bits  # zero bits before the first slot
     num_plaintexts = spec.num_plaintexts(levels.size)
-    lanes = levels.astype(">u8").view(np.uint8).reshape(-1, 8)
-    packed = np.zeros((num_plaintexts * slots, slot_bytes), np.uint8)
-    packed[: levels.size] = lanes[:, 8 - slot_bytes :]
-    data = memoryview(packed.tobytes())
-    width = slots * slot_bytes
-    return [int.from_bytes(data[i * width : (i + 1) * width], "big") for i in range(num_plaintexts)]
+    per_chunk = max(1, _CHUNK_VALUES // slots)
+    plaintexts: list[int] = []
+    for first in range(0, num_plaintexts, per_chunk):
+        count = min(per_chunk, num_plaintexts - first)
+        lanes = np.zeros(count * slots, ">u8")
+        piece = levels[first * slots : (first + count) * slots]
+        lanes[: piece.size] = piece
+        bits = np.unpackbits(lanes.view(np.uint8).reshape(-1, 8), axis=1)
+        rows = np.zeros((count, 8 * width), np.uint8)
+        rows[:, lead:] = bits[:, MAX_SLOT_BITS - spec.slot_bits :].reshape(count, -1)
+        data = memoryview(np.packbits(rows, axis=1).tobytes())
+        plaintexts.extend(
+            int.from_bytes(data[i * width : (i + 1) * width], "big") for i in range(count)
+        )
+    return plaintexts
 
 
 def unpack(plaintexts: Sequence[int], spec: PackingSpec, num_values: int) -> NDArray[np.uint64]:
@@ -134,27 +147,39 @@ def unpack(plaintexts: Sequence[int], spec: PackingSpec, num_values: int) -> NDA
     expected = spec.num_plaintexts(num_values)
     if len(plaintexts) != expected:
         raise ValueError(f"{num_values} values take {expected} plaintexts, got {len(plaintexts)}")
-    slot_bytes = spec.slot_bits // 8
-    slots = spec.slots_per_plaintext
-    width = slots * slot_bytes
-    chunks = []
-    for index, plaintext in enumerate(plaintexts):
-        value = int(plaintext)
-        if not 0 <= value < 1 << (8 * width):
-            raise ValueError(
-                f"plaintext {index} has {value.bit_length()} bits, beyond the {8 * width} bits "
-                f"of {slots} slots; it was not packed with this spec"
-            )
-        chunks.append(value.to_bytes(width, "big"))
-    lanes = np.zeros((expected * slots, 8), np.uint8)
-    lanes[:, 8 - slot_bytes :] = np.frombuffer(b"".join(chunks), np.uint8).reshape(-1, slot_bytes)
-    sums = lanes.view(">u8").ravel()
+    slots, width = spec.slots_per_plaintext, _plaintext_bytes(spec)
+    lead = 8 * width - slots * spec.slot_bits
+    per_chunk = max(1, _CHUNK_VALUES // slots)
+    sums = np.empty(expected * slots, np.uint64)
+    for first in range(0, expected, per_chunk):
+        chunk = plaintexts[first : first + per_chunk]
+        data = []
+        for index, plaintext in enumerate(chunk, start=first):
+            value = int(plaintext)
+            if not 0 <= value < 1 << (slots * spec.slot_bits):
+                raise ValueError(
+                    f"plaintext {index} has {value.bit_length()} bits, beyond the "
+                    f"{slots * spec.slot_bits} bits of {slots} slots; it was not packed with "
+                    "this spec"
+                )
+            data.append(value.to_bytes(width, "big"))
+        rows = np.unpackbits(np.frombuffer(b"".join(data), np.uint8).reshape(len(chunk), width))
+        bits = rows.reshape(len(chunk), -1)[:, lead:].reshape(-1, spec.slot_bits)
+        lanes = np.zeros((len(bits), MAX_SLOT_BITS), np.uint8)
+        lanes[:, MAX_SLOT_BITS - spec.slot_bits :] = bits
+        sums[first * slots : first * slots + len(bits)] = np.packbits(lanes, axis=1).view(">u8")[
+            :, 0
+        ]
     if np.any(sums[num_values:]):
         raise ValueError(
             f"padding slots past value {num_values} are not zero; num_values does not match "
             "what was packed"
         )
-    return sums[:num_values].astype(np.uint64)
+    return sums[:num_values]
+
+
+def _plaintext_bytes(spec: PackingSpec) -> int:
+    return -(-spec.slots_per_plaintext * spec.slot_bits // 8)
 
 
 def dequantize_sum(

@@ -62,16 +62,32 @@ def _comb_power(table: list[list[gmpy2.mpz]], exponent: int, modulus: gmpy2.mpz)
     return result
 
 
+# This process's comb table, for one key at a time: building it costs as much as about 250
+# values, so a process builds it once and uses it for every chunk it is given.
+_table: tuple[int, list[list[gmpy2.mpz]]] | None = None
+
+
+def _key_table(n: int) -> list[list[gmpy2.mpz]]:
+    global _table
+    if _table is None or _table[0] != n:
+        nsquare = gmpy2.mpz(n) * n
+        x = _random_unit(n)
+        fixed = gmpy2.powmod(-x * x % n, n, nsquare)  # h_s: an n-th power, so it encrypts 0
+        _table = (n, _comb_table(fixed, nsquare, _exponent_bits(n)))
+    return _table[1]
+
+
+def _exponent_bits(n: int) -> int:
+    return (n.bit_length() + 1) // 2
+
+
 def _powers(task: tuple[int, int]) -> list[int]:
     # Module level and given plain ints so that a spawned process can run it.
     n, count = task
     if count == 0:
         return []
     nsquare = gmpy2.mpz(n) * n
-    x = _random_unit(n)
-    fixed = gmpy2.powmod(-x * x % n, n, nsquare)  # h_s: an n-th power, so it encrypts 0
-    exponent_bits = (n.bit_length() + 1) // 2
-    table = _comb_table(fixed, nsquare, exponent_bits)
+    table, exponent_bits = _key_table(n), _exponent_bits(n)
     return [int(_comb_power(table, secrets.randbits(exponent_bits), nsquare)) for _ in range(count)]
 
 

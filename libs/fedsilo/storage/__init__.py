@@ -1,4 +1,7 @@
-"""Object storage: one interface, a directory and an S3 backend, blobs and documents on top."""
+"""Object storage: one interface, a directory and an S3 backend, blobs and documents on top.
+
+The S3 backend (fedsilo.storage.s3) is imported only where it is used: its client library
+costs every service that stores in a directory about 7 MiB of memory."""
 
 from fedsilo.storage.base import (
     CorruptBlob,
@@ -10,7 +13,6 @@ from fedsilo.storage.base import (
 from fedsilo.storage.blobs import BlobRef, BlobStore, DocumentStore, blob_key
 from fedsilo.storage.factory import StorageSettings, open_store
 from fedsilo.storage.local import LocalDirectoryStore
-from fedsilo.storage.s3 import S3Store
 
 __all__ = [
     "BlobRef",
@@ -20,7 +22,6 @@ __all__ = [
     "LocalDirectoryStore",
     "ObjectNotFound",
     "ObjectStore",
-    "S3Store",
     "StorageError",
     "StorageSettings",
     "blob_key",

@@ -7,7 +7,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fedsilo.storage.base import ObjectStore
 from fedsilo.storage.local import LocalDirectoryStore
-from fedsilo.storage.s3 import S3Store
 
 
 class StorageSettings(BaseModel):
@@ -41,6 +40,8 @@ def open_store(settings: StorageSettings) -> ObjectStore:
         return LocalDirectoryStore(settings.path)
     # The validator guarantees these are set for the s3 backend.
     assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
+    from fedsilo.storage.s3 import S3Store  # its client library only where it is used
+
     return S3Store(
         settings.s3_endpoint,
         settings.s3_access_key,

@@ -10,12 +10,12 @@ SPEC = PackingSpec(key_bits=512, num_clients=5, clip=1.0)
 
 def test_derived_layout() -> None:
     assert SPEC.headroom_bits == 3  # ceil(log2(6))
-    assert SPEC.slot_bits == 24  # 16 + 3, rounded up to whole bytes
-    assert SPEC.slots_per_plaintext == 510 // 24
+    assert SPEC.slot_bits == 19  # 16 + 3: every bit of the plaintext is used
+    assert SPEC.slots_per_plaintext == 510 // 19
     assert SPEC.scale == (2**16 - 1) / 2.0
     assert SPEC.num_ciphertexts(0) == 1
-    assert SPEC.num_ciphertexts(21) == 2
-    assert SPEC.num_ciphertexts(22) == 3
+    assert SPEC.num_ciphertexts(26) == 2
+    assert SPEC.num_ciphertexts(27) == 3
 
 
 @pytest.mark.parametrize(
@@ -29,7 +29,6 @@ def test_derived_layout() -> None:
     ],
 )
 def test_the_sum_of_num_clients_maximal_levels_does_not_carry(spec: PackingSpec) -> None:
-    assert spec.slot_bits % 8 == 0
     assert spec.num_clients * spec.max_level < 2**spec.slot_bits
     assert spec.slots_per_plaintext * spec.slot_bits <= spec.key_bits - 2
     num_values = 2 * spec.slots_per_plaintext + 3
@@ -71,7 +70,7 @@ def test_unpack_refuses_plaintexts_that_do_not_match() -> None:
     with pytest.raises(ValueError, match="take 1 plaintexts, got 2"):
         unpack(plaintexts, SPEC, 10)
     with pytest.raises(ValueError, match="padding slots"):
-        unpack(plaintexts, SPEC, 25)
+        unpack(plaintexts, SPEC, SPEC.slots_per_plaintext + 1)
     with pytest.raises(ValueError, match="plaintext 1 has"):
         unpack([plaintexts[0], 1 << 600], SPEC, 30)
 
