@@ -18,28 +18,26 @@ MIB = 1024 * 1024
 
 def rss_bytes(pid: int) -> int:
     """VmRSS of one process; 0 once it has exited (or for a zombie, which holds no memory)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            value, unit = line.split()[1:3]
-            if unit != "kB":
-                raise ValueError(f"/proc/{pid}/status reports VmRSS in {unit}, expected kB")
-            return int(value) * 1024
-    return 0
+    return _proc_kib(pid, "status", "VmRSS:") * 1024
 
 
 def pss_bytes(pid: int) -> int:
     """Pss of one process (from smaps_rollup); 0 once it has exited."""
+    return _proc_kib(pid, "smaps_rollup", "Pss:") * 1024
+
+
+def _proc_kib(pid: int, name: str, field: str) -> int:
+    """A `field: <n> kB` line of /proc/<pid>/<name>; 0 when the process or the line is gone."""
     try:
-        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        text = Path(f"/proc/{pid}/{name}").read_text()
     except OSError:
         return 0
-    for line in rollup.splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) * 1024
+    for line in text.splitlines():
+        if line.startswith(field):
+            value, unit = line.split()[1:3]
+            if unit != "kB":
+                raise ValueError(f"/proc/{pid}/{name} reports {field} in {unit}, expected kB")
+            return int(value)
     return 0
 
 
