@@ -43,7 +43,7 @@ from timing import median_seconds
 from fedsilo.aggregator.sources import ObjectStoreSource
 from fedsilo.aggregator.worker import single_threaded_blas, weighted_sum
 from fedsilo.cli.processes import ServiceProcess, spawn
-from fedsilo.resources import available_cpus
+from fedsilo.parallel import available_cpus
 from fedsilo.rpc.channels import CHANNEL_OPTIONS
 from fedsilo.scheduler.planning import plan_shards
 from fedsilo.scheduler.shards import LeaseLost, ShardState, complete, lease_next, renew_lease

@@ -42,6 +42,7 @@ from machine import machine
 from numpy.typing import NDArray
 from timing import timed
 
+from fedsilo.parallel import available_cpus
 from fedsilo.secagg import (
     ClientRound,
     RingSpec,
@@ -59,7 +60,6 @@ from fedsilo.secagg import (
     share_holders,
 )
 from fedsilo.secagg.masking import CHUNK_COORDINATES
-from fedsilo.secagg.parallel import available_cores
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -241,7 +241,7 @@ def main() -> None:
         f"\nround: {n} clients, degree {degree}, threshold {config.threshold}, "
         f"{len(dropped)} dropped after sharing; {params:,} parameters; medians of {args.runs}"
     )
-    cores = available_cores()
+    cores = available_cpus()
     print("client masking (quantize + self mask + pairwise masks):")
     print(
         f"  quantize                {quantize_s.wall_s:7.3f} s wall  {quantize_s.cpu_s:7.3f} s CPU"

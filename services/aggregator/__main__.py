@@ -15,7 +15,7 @@ from fedsilo.aggregator.sources import ObjectStoreSource
 from fedsilo.aggregator.worker import AggregatorWorker, single_threaded_blas
 from fedsilo.modelstore.blobinfo import DirectBlobWriter
 from fedsilo.modelstore.client import ModelStoreClient
-from fedsilo.resources import resolve_threads
+from fedsilo.parallel import resolve_threads
 from fedsilo.rpc.channels import connect
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
 from fedsilo.settings import ObjectStorageSettings, ServiceSettings

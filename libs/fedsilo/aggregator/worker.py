@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -25,6 +24,7 @@ from fedsilo.algorithms.aggregate import Vector, normalized_weights
 from fedsilo.algorithms.registry import parse_algorithm, server_optimizer
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.paillier import ciphertext_bytes, multiply_range, public_key_from_bytes
+from fedsilo.parallel import run_in_parts
 from fedsilo.privacy import DifferentialPrivacy, add_gaussian_noise, noise_std_per_client
 from fedsilo.secagg import RingSpec, ServerRound, Unmasking, dequantize_sum
 from fedsilo.secagg.masking import DanglingPair
@@ -85,25 +85,16 @@ def fold_inputs(
     received chunk), so each byte of an update is read once; memory is the output plus one
     piece per input, not len(inputs) * (end - begin) values.
 
-    With threads > 1 the range is cut into that many contiguous parts, folded at once into
-    disjoint blocks of `out` (numpy and BLAS release the GIL)."""
+    With threads > 1 the range is cut into up to that many contiguous parts, folded at once
+    into disjoint blocks of `out` (fedsilo.parallel.run_in_parts)."""
     count = end - begin
     if out.shape != (count,):
         raise ValueError(f"out holds {out.shape} values; [{begin}, {end}) needs {count}")
-    parts = max(1, min(threads, -(-count // CHUNK_COORDINATES)))
-    if parts == 1:
-        _fold_part(source, inputs, begin, 0, count, out, accumulate)
-        return
-    step = -(-count // (parts * CHUNK_COORDINATES)) * CHUNK_COORDINATES
-    with ThreadPoolExecutor(parts, thread_name_prefix="fold") as pool:
-        pending = [
-            pool.submit(
-                _fold_part, source, inputs, begin, start, min(start + step, count), out, accumulate
-            )
-            for start in range(0, count, step)
-        ]
-        for part in pending:
-            part.result()
+    run_in_parts(
+        count,
+        threads,
+        lambda start, stop: _fold_part(source, inputs, begin, start, stop, out, accumulate),
+    )
 
 
 def _fold_part(

@@ -24,8 +24,8 @@ from fedsilo.paillier import (
     public_key_to_bytes,
     verify_sample,
 )
+from fedsilo.parallel import available_cpus
 from fedsilo.pki.files import write_private
-from fedsilo.resources import available_cpus
 
 # Ciphertext positions recomputed from the stored uploads before any decryption.
 VERIFY_SAMPLE = 16

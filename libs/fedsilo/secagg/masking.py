@@ -23,8 +23,8 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from numpy.typing import NDArray
 
+from fedsilo.parallel import run_in_parts
 from fedsilo.secagg.keys import ClientKeys, agree, agreement_context
-from fedsilo.secagg.parallel import run_in_parts
 from fedsilo.secagg.prg import MaskStream, check_ring_buffer
 
 RingVector = NDArray[np.uint32]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from fedsilo.parallel import MIN_PART_COORDINATES
 from fedsilo.secagg import (
     ClientKeys,
     DanglingPair,
@@ -31,7 +32,6 @@ from fedsilo.secagg import (
     unmask_sum,
 )
 from fedsilo.secagg.masking import CHUNK_COORDINATES
-from fedsilo.secagg.parallel import MIN_PART_COORDINATES
 
 JOB = "job-42"
 ROUND = 3

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from fedsilo.storage import LocalDirectoryStore, S3Store, StorageSettings, open_store, validate_key
+from fedsilo.storage import LocalDirectoryStore, StorageSettings, open_store, validate_key
 from fedsilo.storage.base import validate_prefix
+from fedsilo.storage.s3 import S3Store
 
 
 @pytest.mark.parametrize(
