@@ -10,7 +10,8 @@
    model store process; the shard queue they lease from is served here with the scheduler's
    own leasing code
    (fedsilo.scheduler.shards). Each replica folds with one thread, as a pod with one CPU
-   would.
+   would. The sets of 1, 2 and 4 replicas run side by side, each on its own queue, and the
+   rounds alternate between them, so that the machine's drift touches every set alike.
 3. Exactness under failure: with 2 replicas, one is killed (SIGKILL) holding a lease; its
    shard is leased again after the lease runs out, and the result must equal, bit for bit,
    the round reduced by a single replica.
@@ -33,6 +34,7 @@ import tempfile
 import threading
 import time
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -214,16 +216,12 @@ class BenchQueue(aggregator_pb2_grpc.AggregationQueueServicer):
 
 
 class Bench:
-    """A model store and a shard queue over one objects folder; replicas come and go."""
+    """A model store over one objects folder, and shard queues that replicas lease from."""
 
-    def __init__(self, root: Path, lease_s: float) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
         self.blobs = BlobStore(LocalDirectoryStore(root / "objects"))
-        self.queue = BenchQueue(lease_s)
-        self.server = grpc.server(futures.ThreadPoolExecutor(32), options=CHANNEL_OPTIONS[:2])
-        aggregator_pb2_grpc.add_AggregationQueueServicer_to_server(self.queue, self.server)
-        self.queue_address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
-        self.server.start()
+        self._servers: list[grpc.Server] = []
         self.common = {
             "FEDSILO_INSECURE": "true",
             "FEDSILO_AUDIT_DIR": str(root / "audit"),
@@ -237,16 +235,23 @@ class Bench:
         )
         self.modelstore.wait_ready(60)
 
-    def replicas(self, count: int) -> list[ServiceProcess]:
+    def replicas(self, count: int, prefix: str, lease_s: float) -> Replicas:
+        """`count` aggregator processes leasing from a queue of their own."""
+        queue = BenchQueue(lease_s)
+        server = grpc.server(futures.ThreadPoolExecutor(32), options=CHANNEL_OPTIONS[:2])
+        aggregator_pb2_grpc.add_AggregationQueueServicer_to_server(queue, server)
+        address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+        server.start()
+        self._servers.append(server)
         workers = [
             spawn(
-                f"aggregator-{i}",
+                f"{prefix}-{i}",
                 "fedsilo_services.aggregator",
                 {
                     **self.common,
-                    "FEDSILO_SCHEDULER_ADDRESS": self.queue_address,
+                    "FEDSILO_SCHEDULER_ADDRESS": address,
                     "FEDSILO_MODELSTORE_ADDRESS": self.modelstore.grpc_address,
-                    "FEDSILO_WORKER_ID": f"aggregator-{i}",
+                    "FEDSILO_WORKER_ID": f"{prefix}-{i}",
                     "FEDSILO_DIRECT_STORAGE": "true",
                     "FEDSILO_POLL_S": "0.5",
                     "FEDSILO_THREADS": "1",
@@ -259,11 +264,7 @@ class Bench:
         ]
         for worker in workers:
             worker.wait_ready(60)
-        return workers
-
-    def reduce(self, template: aggregator_pb2.Shard, parameters: int, width: int) -> list[str]:
-        self.queue.start_round(template, parameters, width)
-        return [shard.weights for shard in self.queue.wait_done(timeout_s=900)]
+        return Replicas(queue, workers)
 
     def result(self, digests: list[str]) -> np.ndarray:
         return np.concatenate([np.frombuffer(self.blobs.get(d), "<f4") for d in digests])
@@ -272,7 +273,18 @@ class Bench:
         for process in [self.modelstore]:
             process.process.terminate()
             process.process.wait(30)
-        self.server.stop(0)
+        for server in self._servers:
+            server.stop(0)
+
+
+@dataclass
+class Replicas:
+    queue: BenchQueue
+    workers: list[ServiceProcess]
+
+    def reduce(self, template: aggregator_pb2.Shard, parameters: int, width: int) -> list[str]:
+        self.queue.start_round(template, parameters, width)
+        return [shard.weights for shard in self.queue.wait_done(timeout_s=900)]
 
 
 def stop(workers: list[ServiceProcess]) -> None:
@@ -316,9 +328,13 @@ def write_round(
 def replica_scaling(
     clients: int, parameters: int, width: int, counts: list[int], runs: int, where: str | None
 ) -> dict[str, object]:
+    """Every replica count's processes run side by side, each set on its own queue (idle
+    replicas only long-poll), and the rounds alternate between the sets, run after run: the
+    machine's drift touches every count alike."""
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(dir=where) as scratch:
-        bench = Bench(Path(scratch), lease_s=30.0)
+        bench = Bench(Path(scratch))
+        sets: dict[int, Replicas] = {}
         try:
             written = time.perf_counter()
             template, expected = write_round(bench, clients, parameters)
@@ -326,33 +342,33 @@ def replica_scaling(
                 f"  wrote {clients} updates of {parameters:,} float32 in "
                 f"{time.perf_counter() - written:.1f}s"
             )
-            reference: np.ndarray | None = None
             for count in counts:
-                workers = bench.replicas(count)
-                times = []
-                try:
-                    for _ in range(runs):
-                        start = time.perf_counter()
-                        digests = bench.reduce(template, parameters, width)
-                        times.append(time.perf_counter() - start)
-                finally:
-                    stop(workers)
-                result = bench.result(digests)
-                if reference is None:
-                    reference = result
-                    np.testing.assert_allclose(result, expected, rtol=0, atol=1e-4)
-                exact = bool(np.array_equal(result, reference))
+                sets[count] = bench.replicas(count, f"{count}x-aggregator", lease_s=30.0)
+            times: dict[int, list[float]] = {count: [] for count in counts}
+            digests: dict[int, list[str]] = {}
+            for _ in range(runs):
+                for count, replicas in sets.items():
+                    start = time.perf_counter()
+                    digests[count] = replicas.reduce(template, parameters, width)
+                    times[count].append(time.perf_counter() - start)
+            reference = bench.result(digests[counts[0]])
+            np.testing.assert_allclose(reference, expected, rtol=0, atol=1e-4)
+            for count in counts:
+                exact = bool(np.array_equal(bench.result(digests[count]), reference))
                 results[str(count)] = {
-                    "median_s": statistics.median(times),
-                    "runs_s": times,
+                    "median_s": statistics.median(times[count]),
+                    "runs_s": times[count],
                     "exact": exact,
                 }
                 print(
-                    f"  {count} replica(s): median {statistics.median(times):.2f}s "
-                    f"(runs {', '.join(f'{t:.2f}' for t in times)}), "
-                    f"bit-identical to 1 replica: {exact}"
+                    f"  {count} replica(s): median {statistics.median(times[count]):.2f}s "
+                    f"(runs {', '.join(f'{t:.2f}' for t in times[count])}), "
+                    f"bit-identical to {counts[0]} replica(s): {exact}"
                 )
-            assert reference is not None
+        finally:
+            for replicas in sets.values():
+                stop(replicas.workers)
+        try:
             results["killed_replica_exact"] = kill_one(
                 bench, template, parameters, width, reference
             )
@@ -370,35 +386,34 @@ def kill_one(
 ) -> bool:
     """Two replicas; SIGKILL one as soon as it holds a lease; the other finishes the round
     after the lease runs out. The result must be bit-identical."""
-    bench.queue.lease_s = 3.0
-    workers = bench.replicas(2)
-    victim = workers[0]
+    replicas = bench.replicas(2, "kill-aggregator", lease_s=3.0)
+    victim, queue = replicas.workers[0], replicas.queue
+    name = "kill-aggregator-0"
     try:
-        bench.queue.start_round(template, parameters, width)
+        queue.start_round(template, parameters, width)
         deadline = time.monotonic() + 60
-        while not any(worker == "aggregator-0" for worker, _ in bench.queue.leases):
+        while not any(worker == name for worker, _ in queue.leases):
             if time.monotonic() > deadline:
-                raise TimeoutError("aggregator-0 never leased a shard")
+                raise TimeoutError(f"{name} never leased a shard")
             time.sleep(0.01)
         os.killpg(victim.process.pid, signal.SIGKILL)
         victim.process.wait()
-        shards = bench.queue.wait_done(timeout_s=900)
-        releases = [s for w, s in bench.queue.leases if w == "aggregator-0"]
-        again = [s for w, s in bench.queue.leases if w != "aggregator-0" and s in releases]
+        shards = queue.wait_done(timeout_s=900)
+        releases = [s for w, s in queue.leases if w == name]
+        again = [s for w, s in queue.leases if w != name and s in releases]
         exact = bool(np.array_equal(bench.result([s.weights for s in shards]), reference))
         print(
-            f"  killed aggregator-0 holding {releases[-1]}; re-leased to the survivor: "
+            f"  killed {name} holding {releases[-1]}; re-leased to the survivor: "
             f"{bool(again)}; result bit-identical: {exact}"
         )
         return exact and bool(again)
     finally:
-        stop(workers)
-        bench.queue.lease_s = 30.0
+        stop(replicas.workers)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=7, help="rounds per replica count")
     parser.add_argument("--fold-runs", type=int, default=21)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--fold-parameters", type=int, default=10_000_000)
