@@ -8,10 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
-import torch
 from pydantic import Field
 
-from fedsilo.client.agent import ClientAgent, ControlPlane, describe_site
 from fedsilo.client.enrollment import (
     EnrollmentError,
     IdentityFiles,
@@ -46,6 +44,8 @@ class ClientSettings(ServiceSettings):
 
 def site_tls(settings: ClientSettings, config: SiteConfig) -> TlsConfig:
     """This site's certificate: the stored one, or a new one from the enrollment token."""
+    from fedsilo.client.agent import describe_site
+
     if settings.tls_ca is None:
         raise SystemExit(
             "set FEDSILO_TLS_CA to the platform CA certificate the operator gave "
@@ -75,6 +75,12 @@ def site_tls(settings: ClientSettings, config: SiteConfig) -> TlsConfig:
 
 
 def main() -> None:
+    # Here, not at the top: worker processes (Paillier randomness) import this module to
+    # start, and need neither torch nor the agent.
+    import torch
+
+    from fedsilo.client.agent import ClientAgent, ControlPlane
+
     settings = ClientSettings()
     configure_logging(f"client:{settings.site}", settings.log_level)
     torch.set_num_threads(settings.torch_threads)
