@@ -235,7 +235,7 @@ def test_control_plane_services_import_without_torch(service: str) -> None:
     assert imported.returncode == 0, imported.stderr
 
 
-def test_the_torch_guard_catches_a_service_that_needs_torch() -> None:
-    imported = _import_without_torch("fedsilo_services.client.__main__")
+def test_the_torch_guard_catches_a_module_that_needs_torch() -> None:
+    imported = _import_without_torch("fedsilo.client.agent")  # what the client image runs
     assert imported.returncode != 0
     assert "torch is not installed in this image" in imported.stderr
