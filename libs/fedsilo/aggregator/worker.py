@@ -36,7 +36,7 @@ log = logging.getLogger("fedsilo.aggregator")
 WriteBlob = Callable[[bytes | memoryview, str], str]  # (data, dtype) -> digest
 # Coordinates of the output folded at a time: the output's block stays in cache while every
 # input's piece streams through once, as a single `weights @ stacked` would read it.
-CHUNK_COORDINATES = 1 << 17
+CHUNK_COORDINATES = 1 << 18
 # Shards from this size on add with BLAS; below, numpy's temporaries cost next to nothing.
 AXPY_COORDINATES = 1 << 20
 # (input index, the input's values for the block, the output block)
