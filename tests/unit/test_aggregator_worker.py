@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 
 import numpy as np
 import pytest
 
+from fedsilo.aggregator.blas import saxpy
 from fedsilo.aggregator.sources import ObjectStoreSource, RangeReader, ShardInputError
 from fedsilo.aggregator.worker import (
     AXPY_COORDINATES,
@@ -172,3 +174,36 @@ def test_directory_store_ranges_are_mapped_not_copied(tmp_path) -> None:
         partly.finish()
     with pytest.raises(ShardInputError, match="ended 400 bytes early"):
         source.open_range(digest, 900 * 4, 200 * 4, "update")
+
+
+def test_blas_axpy_adds_in_place_and_refuses_what_it_cannot_take() -> None:
+    x = np.arange(5, dtype=np.float32)
+    y = np.ones(5, dtype=np.float32)
+    saxpy(x, y, 2.0)
+    np.testing.assert_array_equal(y, [1, 3, 5, 7, 9])
+    saxpy(np.frombuffer(x.tobytes(), np.float32), y, -1.0)  # a read-only x is fine
+    np.testing.assert_array_equal(y, [1, 2, 3, 4, 5])
+    with pytest.raises(TypeError, match="float32"):
+        saxpy(x.astype(np.float64), y, 1.0)
+    with pytest.raises(ValueError, match="one length"):
+        saxpy(x[:4], y, 1.0)
+    with pytest.raises(ValueError, match="contiguous"):
+        saxpy(np.arange(10, dtype=np.float32)[::2], y, 1.0)
+
+
+def test_blas_axpy_gives_each_thread_its_own_sum() -> None:
+    """Called through ctypes, the routine runs without the GIL, in threads at once."""
+    xs = [np.full(1 << 20, float(i), np.float32) for i in range(4)]
+    ys = [np.zeros(1 << 20, np.float32) for _ in range(4)]
+
+    def work(i: int) -> None:
+        for _ in range(20):
+            saxpy(xs[i], ys[i], 0.5)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, y in enumerate(ys):
+        np.testing.assert_array_equal(y, np.full(1 << 20, 10.0 * i, np.float32))

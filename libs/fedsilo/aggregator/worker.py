@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import numpy as np
@@ -34,9 +34,10 @@ from fedsilo.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 log = logging.getLogger("fedsilo.aggregator")
 
 WriteBlob = Callable[[bytes | memoryview, str], str]  # (data, dtype) -> digest
-# Coordinates of the output folded at a time: the output's block stays in cache while every
-# input's piece streams through once, as a single `weights @ stacked` would read it.
-CHUNK_COORDINATES = 1 << 18
+# Coordinates of the output folded at a time: the output's block (2 MiB) stays in cache while
+# every input's piece streams through once, as a single `weights @ stacked` would read it;
+# few enough calls per input that threads seldom wait for the GIL.
+CHUNK_COORDINATES = 1 << 19
 # Shards from this size on add with BLAS; below, numpy's temporaries cost next to nothing.
 AXPY_COORDINATES = 1 << 20
 # (input index, the input's values for the block, the output block)
@@ -134,30 +135,34 @@ def weighted_sum(
     threads: int = 1,
 ) -> Vector:
     """sum_i weights[i] * input_i over [begin, end), in float32: the first input scaled into
-    the output block, each further one added to it. On large shards the addition is a BLAS
-    axpy (no temporaries: each byte of an input is read once, the block stays in cache); BLAS
-    should then be single-threaded (single_threaded_blas)."""
+    the output block, each further one added to it. On large shards the addition is BLAS's
+    axpy without the GIL (fedsilo.aggregator.blas): no temporaries, each byte of an input
+    read once, and threads folding at once; BLAS should be single-threaded
+    (single_threaded_blas)."""
     total = np.empty(end - begin, dtype=np.float32)
     scale = [np.float32(weight) for weight in weights]
-    axpy = _blas_axpy() if end - begin >= AXPY_COORDINATES else None
+    if end - begin >= AXPY_COORDINATES:
+        # Here, not at the top: scipy costs a process about 14 MiB, worth it for large shards.
+        from fedsilo.aggregator.blas import axpy, scalar
 
-    def accumulate(index: int, values: NDArray[Any], block: NDArray[Any]) -> None:
-        if index == 0:
-            np.multiply(values, scale[0], out=block)
-        elif axpy is not None:
-            axpy(values, block, a=scale[index])
-        else:
-            block += values * scale[index]
+        scalars = [scalar(float(weight)) for weight in scale]
+
+        def accumulate(index: int, values: NDArray[Any], block: NDArray[Any]) -> None:
+            if index == 0:
+                np.multiply(values, scale[0], out=block)
+            else:
+                axpy(values, block, scalars[index])
+
+    else:
+
+        def accumulate(index: int, values: NDArray[Any], block: NDArray[Any]) -> None:
+            if index == 0:
+                np.multiply(values, scale[0], out=block)
+            else:
+                block += values * scale[index]
 
     fold_inputs(source, inputs, begin, end, total, accumulate, threads)
     return total
-
-
-def _blas_axpy() -> Callable[..., Any]:
-    # Here, not at the top: scipy costs a process about 14 MiB, worth it for large shards only.
-    from scipy.linalg.blas import saxpy
-
-    return cast(Callable[..., Any], saxpy)
 
 
 def combine_shard(
