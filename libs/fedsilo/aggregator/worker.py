@@ -170,9 +170,9 @@ def combine_shard(
 ) -> ShardResult:
     """Weighted mean of the clients' deltas over [begin, end), then the server optimizer step.
 
-    The inputs are streamed chunk by chunk and folded with one matrix-vector product per
-    chunk, so memory is a few shard-sized vectors whatever the number of clients; `threads`
-    fold disjoint parts of the range at once.
+    The inputs are read block by block, in place where the source allows (fold_inputs), so
+    memory is a few shard-sized vectors whatever the number of clients; `threads` fold
+    disjoint parts of the range at once.
     """
     begin, end = shard.begin, shard.end
     if end <= begin:

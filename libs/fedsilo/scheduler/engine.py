@@ -142,6 +142,11 @@ class RoundRuntime:
     sum_digest: str = ""  # the decrypted sum that the plaintext pass turns into a model
     input_scale: float = 1.0
     secagg: SecAggState | None = None
+    lost_aggregations: int = 0  # aggregations of this round whose shard results were lost
+
+
+# Aggregations of one round whose shard results could not be composed before the round fails.
+MAX_LOST_AGGREGATIONS = 2
 
 
 @dataclass(frozen=True)
@@ -1193,7 +1198,13 @@ class Scheduler:
             }
         except BlobsUnavailable as error:
             # Shard results are not written durably (they can be computed again): one lost
-            # or torn by a crash sends the round's aggregation round again.
+            # or torn by a crash sends the round through aggregation again; results that keep
+            # failing (a broken store) fail the round instead.
+            runtime.lost_aggregations += 1
+            if runtime.lost_aggregations > MAX_LOST_AGGREGATIONS:
+                runtime.lost_aggregations = 0
+                self._retry_round(job, spec, runtime, f"shard results unavailable: {error}")
+                return
             log.warning(
                 "job %s round %d: shard results unavailable (%s); aggregating again",
                 job["job_id"],
@@ -1202,6 +1213,7 @@ class Scheduler:
             )
             self._plan_aggregation(job, runtime)
             return
+        runtime.lost_aggregations = 0
         updates = self._store.updates(job["job_id"], job["round"], job["attempt"])
         privacy = self._account_privacy(job, spec, updates)
         record = self._artifacts.put_model(

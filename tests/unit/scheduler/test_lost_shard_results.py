@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fedsilo.jobs import JobSpec
 from fedsilo.modelstore.client import BlobsUnavailable
-from fedsilo.scheduler.engine import Scheduler, SchedulerConfig
+from fedsilo.scheduler.engine import MAX_LOST_AGGREGATIONS, Scheduler, SchedulerConfig
 from fedsilo.scheduler.store import Phase, SchedulerStore
 from fedsilo.v1 import aggregator_pb2, common_pb2, modelstore_pb2
 
@@ -68,16 +68,21 @@ def _reduce_all(scheduler: Scheduler, prefix: str) -> list[str]:
     return names
 
 
-def test_a_lost_shard_result_sends_the_round_through_aggregation_again(tmp_path: Path) -> None:
+def _aggregating(tmp_path: Path, artifacts: Artifacts) -> tuple[SchedulerStore, Scheduler]:
     store = SchedulerStore(tmp_path / "s.db")
     store.create_job("job-1", "lost", JobSpec(dataset="heart", rounds=3).to_json())
     manifest = json.dumps({"numParameters": PARAMETERS})
     # As a scheduler restarted during aggregation finds it.
     store.update_job("job-1", phase=Phase.AGGREGATING, round=1, manifest_json=manifest)
-    artifacts = Artifacts(lost="torn-5")
     scheduler = Scheduler(
         store, Directory(), artifacts, SchedulerConfig(shard_parameters=5, tick_s=0.01)
     )
+    return store, scheduler
+
+
+def test_a_lost_shard_result_sends_the_round_through_aggregation_again(tmp_path: Path) -> None:
+    artifacts = Artifacts(lost="torn-5")
+    store, scheduler = _aggregating(tmp_path, artifacts)
     scheduler.start()
     try:
         first = _reduce_all(scheduler, "torn-")
@@ -96,3 +101,24 @@ def test_a_lost_shard_result_sends_the_round_through_aggregation_again(tmp_path:
     assert [model.blob.digest for model in artifacts.models] == ["model-whole-0-whole-5"]
     job = store.job("job-1")
     assert job is not None and job["model_version"] == "model-whole-0-whole-5"
+
+
+def test_shard_results_that_keep_failing_fail_the_round_instead(tmp_path: Path) -> None:
+    artifacts = Artifacts(lost="torn-5")
+    store, scheduler = _aggregating(tmp_path, artifacts)
+    scheduler.start()
+    try:
+        for _ in range(MAX_LOST_AGGREGATIONS + 1):
+            assert _reduce_all(scheduler, "torn-") == ["torn-0", "torn-5"]
+        waited = 0
+        while (store.job("job-1") or {}).get("attempt") == 0 and waited < 200:
+            scheduler.lease_shard("aggregator-0", wait_s=0.05)
+            waited += 1
+    finally:
+        scheduler.stop()
+
+    job = store.job("job-1")
+    assert job is not None and job["attempt"] == 1  # the round runs again, freshly trained
+    assert job["phase"] == Phase.SELECTING
+    assert len(artifacts.composed) == MAX_LOST_AGGREGATIONS + 1
+    assert artifacts.models == []
