@@ -42,6 +42,7 @@ from fedsilo.secagg import (
     RingSpec,
     RoundConfig,
     SealedShare,
+    check_mask_generator,
     quantize,
 )
 from fedsilo.telemetry import (
@@ -290,6 +291,10 @@ class ClientAgent:
 
     # secure aggregation ------------------------------------------------------------------------
     def _secagg_round(self, task: scheduler_pb2.Task) -> ClientRound:
+        try:
+            check_mask_generator(task.secagg.mask_generator)
+        except ValueError as mismatch:
+            raise TaskDeclined(str(mismatch)) from None
         key = (task.job_id, task.secagg.key_round)
         if key not in self._secagg:
             if task.kind != scheduler_pb2.TASK_KIND_SECAGG_ADVERTISE:

@@ -8,7 +8,14 @@ import json
 from dataclasses import dataclass, field
 
 from fedsilo.jobs import JobSpec
-from fedsilo.secagg import AdvertisedKeys, Reveal, RoundConfig, ServerRound, Unmasking
+from fedsilo.secagg import (
+    MASK_GENERATOR,
+    AdvertisedKeys,
+    Reveal,
+    RoundConfig,
+    ServerRound,
+    Unmasking,
+)
 from fedsilo.secagg.graph import recommended_degree, recommended_threshold
 from fedsilo.secagg.shamir import Share
 from fedsilo.v1 import scheduler_pb2
@@ -66,6 +73,7 @@ class SecAggState:
             clip=self.clip,
             ring_clients=max(len(self.shared), 1),
             key_round=self.key_round,
+            mask_generator=MASK_GENERATOR,
             survivors=survivors or [],
             dropped=dropped or [],
             shares_for_you=shares_for_you or [],

@@ -19,7 +19,14 @@ from fedsilo.secagg.masking import (
     ring_add_into,
     unmask_sum,
 )
-from fedsilo.secagg.prg import SEED_BYTES, MaskStream, expand_mask, new_seed
+from fedsilo.secagg.prg import (
+    MASK_GENERATOR,
+    SEED_BYTES,
+    MaskStream,
+    check_mask_generator,
+    expand_mask,
+    new_seed,
+)
 from fedsilo.secagg.protocol import (
     KEY_ALGORITHM,
     AdvertisedKeys,
@@ -36,6 +43,7 @@ from fedsilo.secagg.shamir import Share, combine_shares, share_secret
 
 __all__ = [
     "KEY_ALGORITHM",
+    "MASK_GENERATOR",
     "SEED_BYTES",
     "AdvertisedKeys",
     "ClientKeys",
@@ -53,6 +61,7 @@ __all__ = [
     "agree",
     "agreement_context",
     "apply_masks",
+    "check_mask_generator",
     "combine_shares",
     "dequantize_sum",
     "expand_mask",

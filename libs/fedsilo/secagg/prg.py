@@ -24,6 +24,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algori
 from numpy.typing import NDArray
 
 SEED_BYTES = 32
+# Names this stream. Clients and aggregators must expand masks alike; the scheduler tells
+# clients which generator the aggregators use, and a client that differs declines.
+MASK_GENERATOR = "aes-256-ctr/gcm-segments-4mib/v1"
 _BLOCK_BYTES = 16
 _COORDINATE_BYTES = 4
 _COORDINATES_PER_BLOCK = _BLOCK_BYTES // _COORDINATE_BYTES
@@ -37,6 +40,15 @@ MAX_COORDINATES = 2**36
 # Keystream = encryption of zeros; a shared, immutable 1 MiB of zeros bounds the extra
 # memory whatever the read length.
 _ZEROS = memoryview(bytes(1 << 20))
+
+
+def check_mask_generator(name: str) -> None:
+    """ValueError unless masks named `name` are the ones this code expands."""
+    if name != MASK_GENERATOR:
+        raise ValueError(
+            f"the aggregators unmask with mask generator {name or '(unnamed, older)'!r}; this "
+            f"agent masks with {MASK_GENERATOR!r}: upgrade the older side"
+        )
 
 
 def new_seed() -> bytes:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedsilo.v1 import common_pb2 as fedsilo_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64silo/v1/scheduler.proto\x12\nfedsilo.v1\x1a\x17\x66\x65\x64silo/v1/common.proto\"@\n\x0bSecAggShare\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"I\n\x0cSecAggReveal\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\x05\x12\r\n\x05value\x18\x04 \x01(\x0c\"\xf4\x01\n\x0bSecAggRound\x12\x0e\n\x06\x64\x65gree\x18\x01 \x01(\x05\x12\x11\n\tthreshold\x18\x02 \x01(\x05\x12\x12\n\ngraph_seed\x18\x03 \x01(\x0c\x12\x12\n\nadvertised\x18\x04 \x03(\t\x12\x0e\n\x06shared\x18\x05 \x03(\t\x12\x11\n\tsurvivors\x18\x06 \x03(\t\x12\x0f\n\x07\x64ropped\x18\x07 \x03(\t\x12/\n\x0eshares_for_you\x18\x08 \x03(\x0b\x32\x17.fedsilo.v1.SecAggShare\x12\x0c\n\x04\x63lip\x18\t \x01(\x01\x12\x14\n\x0cring_clients\x18\n \x01(\x05\x12\x11\n\tkey_round\x18\x0b \x01(\x05\"\x8d\x01\n\x13SecAggSubmitRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\'\n\x06shares\x18\x03 \x03(\x0b\x32\x17.fedsilo.v1.SecAggShare\x12)\n\x07reveals\x18\x04 \x03(\x0b\x32\x18.fedsilo.v1.SecAggReveal\"\x16\n\x14SecAggSubmitResponse\"\xcb\x02\n\x04Task\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.fedsilo.v1.TaskKind\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x05\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x15\n\rjob_spec_json\x18\x06 \x01(\t\x12\x15\n\rdeadline_unix\x18\x07 \x01(\x01\x12+\n\x08manifest\x18\x08 \x01(\x0b\x32\x19.fedsilo.v1.ModelManifest\x12\x12\n\nprotection\x18\t \x01(\t\x12\x12\n\npublic_key\x18\n \x01(\x0c\x12\x16\n\x0etotal_examples\x18\x0b \x01(\x01\x12\x14\n\x0cpacking_json\x18\x0c \x01(\t\x12\'\n\x06secagg\x18\r \x01(\x0b\x32\x17.fedsilo.v1.SecAggRound\"7\n\x12WaitForTaskRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0e\n\x06wait_s\x18\x02 \x01(\x01\"\xc6\x02\n\x13SubmitUpdateRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x05\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12#\n\x06update\x18\x06 \x01(\x0b\x32\x13.fedsilo.v1.BlobRef\x12\x14\n\x0cnum_examples\x18\x07 \x01(\x03\x12=\n\x07metrics\x18\x08 \x03(\x0b\x32,.fedsilo.v1.SubmitUpdateRequest.MetricsEntry\x12+\n\x08manifest\x18\t \x01(\x0b\x32\x19.fedsilo.v1.ModelManifest\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"(\n\x14SubmitUpdateResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\"\xfc\x01\n\x17ReportEvaluationRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x05\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x14\n\x0cnum_examples\x18\x06 \x01(\x03\x12\x41\n\x07metrics\x18\x07 \x03(\x0b\x32\x30.fedsilo.v1.ReportEvaluationRequest.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x1a\n\x18ReportEvaluationResponse\"H\n\x12\x44\x65\x63lineTaskRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x15\n\x13\x44\x65\x63lineTaskResponse*\xd9\x01\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eTASK_KIND_NONE\x10\x01\x12\x18\n\x14TASK_KIND_INITIALIZE\x10\x02\x12\x13\n\x0fTASK_KIND_TRAIN\x10\x03\x12\x16\n\x12TASK_KIND_EVALUATE\x10\x04\x12\x1e\n\x1aTASK_KIND_SECAGG_ADVERTISE\x10\x05\x12\x1a\n\x16TASK_KIND_SECAGG_SHARE\x10\x06\x12\x1b\n\x17TASK_KIND_SECAGG_UNMASK\x10\x07\x32\xa1\x03\n\tScheduler\x12?\n\x0bWaitForTask\x12\x1e.fedsilo.v1.WaitForTaskRequest\x1a\x10.fedsilo.v1.Task\x12Q\n\x0cSubmitUpdate\x12\x1f.fedsilo.v1.SubmitUpdateRequest\x1a .fedsilo.v1.SubmitUpdateResponse\x12]\n\x10ReportEvaluation\x12#.fedsilo.v1.ReportEvaluationRequest\x1a$.fedsilo.v1.ReportEvaluationResponse\x12N\n\x0b\x44\x65\x63lineTask\x12\x1e.fedsilo.v1.DeclineTaskRequest\x1a\x1f.fedsilo.v1.DeclineTaskResponse\x12Q\n\x0cSecAggSubmit\x12\x1f.fedsilo.v1.SecAggSubmitRequest\x1a .fedsilo.v1.SecAggSubmitResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x64silo/v1/scheduler.proto\x12\nfedsilo.v1\x1a\x17\x66\x65\x64silo/v1/common.proto\"@\n\x0bSecAggShare\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"I\n\x0cSecAggReveal\x12\r\n\x05owner\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\x05\x12\r\n\x05value\x18\x04 \x01(\x0c\"\x8c\x02\n\x0bSecAggRound\x12\x0e\n\x06\x64\x65gree\x18\x01 \x01(\x05\x12\x11\n\tthreshold\x18\x02 \x01(\x05\x12\x12\n\ngraph_seed\x18\x03 \x01(\x0c\x12\x12\n\nadvertised\x18\x04 \x03(\t\x12\x0e\n\x06shared\x18\x05 \x03(\t\x12\x11\n\tsurvivors\x18\x06 \x03(\t\x12\x0f\n\x07\x64ropped\x18\x07 \x03(\t\x12/\n\x0eshares_for_you\x18\x08 \x03(\x0b\x32\x17.fedsilo.v1.SecAggShare\x12\x0c\n\x04\x63lip\x18\t \x01(\x01\x12\x14\n\x0cring_clients\x18\n \x01(\x05\x12\x11\n\tkey_round\x18\x0b \x01(\x05\x12\x16\n\x0emask_generator\x18\x0c \x01(\t\"\x8d\x01\n\x13SecAggSubmitRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\'\n\x06shares\x18\x03 \x03(\x0b\x32\x17.fedsilo.v1.SecAggShare\x12)\n\x07reveals\x18\x04 \x03(\x0b\x32\x18.fedsilo.v1.SecAggReveal\"\x16\n\x14SecAggSubmitResponse\"\xcb\x02\n\x04Task\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.fedsilo.v1.TaskKind\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x05\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x15\n\rjob_spec_json\x18\x06 \x01(\t\x12\x15\n\rdeadline_unix\x18\x07 \x01(\x01\x12+\n\x08manifest\x18\x08 \x01(\x0b\x32\x19.fedsilo.v1.ModelManifest\x12\x12\n\nprotection\x18\t \x01(\t\x12\x12\n\npublic_key\x18\n \x01(\x0c\x12\x16\n\x0etotal_examples\x18\x0b \x01(\x01\x12\x14\n\x0cpacking_json\x18\x0c \x01(\t\x12\'\n\x06secagg\x18\r \x01(\x0b\x32\x17.fedsilo.v1.SecAggRound\"7\n\x12WaitForTaskRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0e\n\x06wait_s\x18\x02 \x01(\x01\"\xc6\x02\n\x13SubmitUpdateRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x05\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12#\n\x06update\x18\x06 \x01(\x0b\x32\x13.fedsilo.v1.BlobRef\x12\x14\n\x0cnum_examples\x18\x07 \x01(\x03\x12=\n\x07metrics\x18\x08 \x03(\x0b\x32,.fedsilo.v1.SubmitUpdateRequest.MetricsEntry\x12+\n\x08manifest\x18\t \x01(\x0b\x32\x19.fedsilo.v1.ModelManifest\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"(\n\x14SubmitUpdateResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\"\xfc\x01\n\x17ReportEvaluationRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x05\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x14\n\x0cnum_examples\x18\x06 \x01(\x03\x12\x41\n\x07metrics\x18\x07 \x03(\x0b\x32\x30.fedsilo.v1.ReportEvaluationRequest.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x1a\n\x18ReportEvaluationResponse\"H\n\x12\x44\x65\x63lineTaskRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x15\n\x13\x44\x65\x63lineTaskResponse*\xd9\x01\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eTASK_KIND_NONE\x10\x01\x12\x18\n\x14TASK_KIND_INITIALIZE\x10\x02\x12\x13\n\x0fTASK_KIND_TRAIN\x10\x03\x12\x16\n\x12TASK_KIND_EVALUATE\x10\x04\x12\x1e\n\x1aTASK_KIND_SECAGG_ADVERTISE\x10\x05\x12\x1a\n\x16TASK_KIND_SECAGG_SHARE\x10\x06\x12\x1b\n\x17TASK_KIND_SECAGG_UNMASK\x10\x07\x32\xa1\x03\n\tScheduler\x12?\n\x0bWaitForTask\x12\x1e.fedsilo.v1.WaitForTaskRequest\x1a\x10.fedsilo.v1.Task\x12Q\n\x0cSubmitUpdate\x12\x1f.fedsilo.v1.SubmitUpdateRequest\x1a .fedsilo.v1.SubmitUpdateResponse\x12]\n\x10ReportEvaluation\x12#.fedsilo.v1.ReportEvaluationRequest\x1a$.fedsilo.v1.ReportEvaluationResponse\x12N\n\x0b\x44\x65\x63lineTask\x12\x1e.fedsilo.v1.DeclineTaskRequest\x1a\x1f.fedsilo.v1.DeclineTaskResponse\x12Q\n\x0cSecAggSubmit\x12\x1f.fedsilo.v1.SecAggSubmitRequest\x1a .fedsilo.v1.SecAggSubmitResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,38 +36,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITUPDATEREQUEST_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_REPORTEVALUATIONREQUEST_METRICSENTRY']._loaded_options = None
   _globals['_REPORTEVALUATIONREQUEST_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKKIND']._serialized_start=1766
-  _globals['_TASKKIND']._serialized_end=1983
+  _globals['_TASKKIND']._serialized_start=1790
+  _globals['_TASKKIND']._serialized_end=2007
   _globals['_SECAGGSHARE']._serialized_start=67
   _globals['_SECAGGSHARE']._serialized_end=131
   _globals['_SECAGGREVEAL']._serialized_start=133
   _globals['_SECAGGREVEAL']._serialized_end=206
   _globals['_SECAGGROUND']._serialized_start=209
-  _globals['_SECAGGROUND']._serialized_end=453
-  _globals['_SECAGGSUBMITREQUEST']._serialized_start=456
-  _globals['_SECAGGSUBMITREQUEST']._serialized_end=597
-  _globals['_SECAGGSUBMITRESPONSE']._serialized_start=599
-  _globals['_SECAGGSUBMITRESPONSE']._serialized_end=621
-  _globals['_TASK']._serialized_start=624
-  _globals['_TASK']._serialized_end=955
-  _globals['_WAITFORTASKREQUEST']._serialized_start=957
-  _globals['_WAITFORTASKREQUEST']._serialized_end=1012
-  _globals['_SUBMITUPDATEREQUEST']._serialized_start=1015
-  _globals['_SUBMITUPDATEREQUEST']._serialized_end=1341
-  _globals['_SUBMITUPDATEREQUEST_METRICSENTRY']._serialized_start=1295
-  _globals['_SUBMITUPDATEREQUEST_METRICSENTRY']._serialized_end=1341
-  _globals['_SUBMITUPDATERESPONSE']._serialized_start=1343
-  _globals['_SUBMITUPDATERESPONSE']._serialized_end=1383
-  _globals['_REPORTEVALUATIONREQUEST']._serialized_start=1386
-  _globals['_REPORTEVALUATIONREQUEST']._serialized_end=1638
-  _globals['_REPORTEVALUATIONREQUEST_METRICSENTRY']._serialized_start=1295
-  _globals['_REPORTEVALUATIONREQUEST_METRICSENTRY']._serialized_end=1341
-  _globals['_REPORTEVALUATIONRESPONSE']._serialized_start=1640
-  _globals['_REPORTEVALUATIONRESPONSE']._serialized_end=1666
-  _globals['_DECLINETASKREQUEST']._serialized_start=1668
-  _globals['_DECLINETASKREQUEST']._serialized_end=1740
-  _globals['_DECLINETASKRESPONSE']._serialized_start=1742
-  _globals['_DECLINETASKRESPONSE']._serialized_end=1763
-  _globals['_SCHEDULER']._serialized_start=1986
-  _globals['_SCHEDULER']._serialized_end=2403
+  _globals['_SECAGGROUND']._serialized_end=477
+  _globals['_SECAGGSUBMITREQUEST']._serialized_start=480
+  _globals['_SECAGGSUBMITREQUEST']._serialized_end=621
+  _globals['_SECAGGSUBMITRESPONSE']._serialized_start=623
+  _globals['_SECAGGSUBMITRESPONSE']._serialized_end=645
+  _globals['_TASK']._serialized_start=648
+  _globals['_TASK']._serialized_end=979
+  _globals['_WAITFORTASKREQUEST']._serialized_start=981
+  _globals['_WAITFORTASKREQUEST']._serialized_end=1036
+  _globals['_SUBMITUPDATEREQUEST']._serialized_start=1039
+  _globals['_SUBMITUPDATEREQUEST']._serialized_end=1365
+  _globals['_SUBMITUPDATEREQUEST_METRICSENTRY']._serialized_start=1319
+  _globals['_SUBMITUPDATEREQUEST_METRICSENTRY']._serialized_end=1365
+  _globals['_SUBMITUPDATERESPONSE']._serialized_start=1367
+  _globals['_SUBMITUPDATERESPONSE']._serialized_end=1407
+  _globals['_REPORTEVALUATIONREQUEST']._serialized_start=1410
+  _globals['_REPORTEVALUATIONREQUEST']._serialized_end=1662
+  _globals['_REPORTEVALUATIONREQUEST_METRICSENTRY']._serialized_start=1319
+  _globals['_REPORTEVALUATIONREQUEST_METRICSENTRY']._serialized_end=1365
+  _globals['_REPORTEVALUATIONRESPONSE']._serialized_start=1664
+  _globals['_REPORTEVALUATIONRESPONSE']._serialized_end=1690
+  _globals['_DECLINETASKREQUEST']._serialized_start=1692
+  _globals['_DECLINETASKREQUEST']._serialized_end=1764
+  _globals['_DECLINETASKRESPONSE']._serialized_start=1766
+  _globals['_DECLINETASKRESPONSE']._serialized_end=1787
+  _globals['_SCHEDULER']._serialized_start=2010
+  _globals['_SCHEDULER']._serialized_end=2427
 # @@protoc_insertion_point(module_scope)

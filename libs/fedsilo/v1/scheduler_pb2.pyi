@@ -122,6 +122,7 @@ class SecAggRound(_message.Message):
     CLIP_FIELD_NUMBER: _builtins.int
     RING_CLIENTS_FIELD_NUMBER: _builtins.int
     KEY_ROUND_FIELD_NUMBER: _builtins.int
+    MASK_GENERATOR_FIELD_NUMBER: _builtins.int
     degree: _builtins.int
     threshold: _builtins.int
     graph_seed: _builtins.bytes
@@ -129,6 +130,10 @@ class SecAggRound(_message.Message):
     ring_clients: _builtins.int
     key_round: _builtins.int
     """Keys and pairwise seeds are per (round, attempt): the key directory's round number."""
+    mask_generator: _builtins.str
+    """The mask generator the aggregators unmask with (fedsilo.secagg.MASK_GENERATOR). A client
+    whose masks come from another one declines: a round of mixed masks sums to garbage.
+    """
     @_builtins.property
     def advertised(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -153,10 +158,11 @@ class SecAggRound(_message.Message):
         clip: _builtins.float = ...,
         ring_clients: _builtins.int = ...,
         key_round: _builtins.int = ...,
+        mask_generator: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["advertised", b"advertised", "clip", b"clip", "degree", b"degree", "dropped", b"dropped", "graph_seed", b"graph_seed", "key_round", b"key_round", "ring_clients", b"ring_clients", "shared", b"shared", "shares_for_you", b"shares_for_you", "survivors", b"survivors", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advertised", b"advertised", "clip", b"clip", "degree", b"degree", "dropped", b"dropped", "graph_seed", b"graph_seed", "key_round", b"key_round", "mask_generator", b"mask_generator", "ring_clients", b"ring_clients", "shared", b"shared", "shares_for_you", b"shares_for_you", "survivors", b"survivors", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

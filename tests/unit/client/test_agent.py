@@ -8,6 +8,7 @@ from prometheus_client import REGISTRY
 from fedsilo.client.agent import ClientAgent, ControlPlane
 from fedsilo.data import SiteConfig
 from fedsilo.policy import SitePolicy
+from fedsilo.secagg import MASK_GENERATOR
 from fedsilo.v1 import scheduler_pb2
 
 
@@ -61,3 +62,22 @@ def test_the_site_exports_its_policy_cap_for_the_epsilon_alert(tmp_path: Path) -
     _agent(tmp_path, SiteConfig(site="capped", policy=SitePolicy(max_epsilon=3.5)))
     cap = REGISTRY.get_sample_value("fedsilo_site_privacy_max_epsilon", {"site": "capped"})
     assert cap == 3.5
+
+
+def test_a_secure_aggregation_round_with_other_masks_is_declined(tmp_path: Path) -> None:
+    """Masks this agent could not cancel with the aggregators' would sum to garbage."""
+    agent, scheduler = _agent(tmp_path)
+    for task_id, generator in (("t3", "chacha20/v0"), ("t4", "")):
+        task = scheduler_pb2.Task(
+            kind=scheduler_pb2.TASK_KIND_SECAGG_ADVERTISE,
+            task_id=task_id,
+            job_id="j",
+            job_spec_json='{"dataset": "heart-disease", "protection": "secagg"}',
+            secagg=scheduler_pb2.SecAggRound(key_round=1, mask_generator=generator),
+        )
+        agent.handle(task)
+    assert [r.task_id for r in scheduler.declined] == ["t3", "t4"]
+    assert "mask generator 'chacha20/v0'" in scheduler.declined[0].reason
+    assert f"masks with {MASK_GENERATOR!r}: upgrade the older side" in scheduler.declined[0].reason
+    assert "'(unnamed, older)'" in scheduler.declined[1].reason
+    assert agent._secagg == {}  # no keys were made for either round
