@@ -21,7 +21,7 @@ import torch
 
 from fedsilo import __version__
 from fedsilo.algorithms.registry import proximal_mu
-from fedsilo.client.tasks import task_kind_name
+from fedsilo.client.tasks import task_kind_name, update_request
 from fedsilo.data import SiteConfig, TabularData, load_tabular
 from fedsilo.jobs import JobSpec, PaillierSettings
 from fedsilo.learning import build_model, evaluate, flatten, load_flat, manifest, train_local
@@ -278,15 +278,7 @@ class ClientAgent:
         info = self._plane.models.upload(payload, dtype=dtype)
         UPDATE_BYTES.labels(self.site).inc(info.ref.size)
         self._plane.scheduler.SubmitUpdate(
-            scheduler_pb2.SubmitUpdateRequest(
-                client_id=self.client_id,
-                task_id=task.task_id,
-                job_id=task.job_id,
-                round=task.round,
-                update=info.ref,
-                num_examples=num_examples,
-                **fields,
-            )
+            update_request(self.client_id, task, info.ref, num_examples, **fields)
         )
 
     # secure aggregation ------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fedsilo import __version__
-from fedsilo.client.tasks import task_kind_name
+from fedsilo.client.tasks import task_kind_name, update_request
 from fedsilo.federations.heart_disease import DATASET as HEART_DISEASE
 from fedsilo.jobs import JobSpec, ModelSpec
 from fedsilo.pki import generate_key, key_pem, make_csr
@@ -361,37 +361,30 @@ class SimulatedClient:
         except grpc.RpcError as error:
             self._stats.failure("decline", error)
 
-    async def _upload(self, vector: np.ndarray) -> common_pb2.BlobRef:
-        _, _, models = self._stubs()
+    async def _submit(self, task: scheduler_pb2.Task, vector: np.ndarray, **fields: Any) -> None:
+        """Upload a float32 vector and report it, as the agent does."""
+        _, scheduler, models = self._stubs()
         payload = vector.astype("<f4").tobytes()
         response: modelstore_pb2.UploadBlobResponse = await models.UploadBlob(
             _upload_chunks(payload, "float32"), timeout=60
         )
-        ref: common_pb2.BlobRef = response.info.ref
-        return ref
+        await scheduler.SubmitUpdate(
+            update_request(self.client_id, task, response.info.ref, self.site.num_train, **fields),
+            timeout=60,
+        )
 
     async def _initialize(self, task: scheduler_pb2.Task, spec: JobSpec) -> None:
         layout = model_layout(spec.model, self.site.num_features)
         size = sum(int(np.prod(shape)) for _, shape in layout)
-        _, scheduler, _ = self._stubs()
-        ref = await self._upload(self._rng.normal(0.0, 0.1, size))
-        await scheduler.SubmitUpdate(
-            scheduler_pb2.SubmitUpdateRequest(
-                client_id=self.client_id,
-                task_id=task.task_id,
-                job_id=task.job_id,
-                round=task.round,
-                update=ref,
-                num_examples=self.site.num_train,
-                manifest=common_pb2.ModelManifest(
-                    tensors=[
-                        common_pb2.TensorEntry(name=name, shape=list(shape))
-                        for name, shape in layout
-                    ],
-                    num_parameters=size,
-                ),
+        await self._submit(
+            task,
+            self._rng.normal(0.0, 0.1, size),
+            manifest=common_pb2.ModelManifest(
+                tensors=[
+                    common_pb2.TensorEntry(name=name, shape=list(shape)) for name, shape in layout
+                ],
+                num_parameters=size,
             ),
-            timeout=60,
         )
 
     async def _train(self, task: scheduler_pb2.Task) -> None:
@@ -402,20 +395,11 @@ class SimulatedClient:
             raise TaskDeclined("the task carries no model manifest")
         if self._train_s > 0:
             await asyncio.sleep(self._train_s)
-        _, scheduler, _ = self._stubs()
-        ref = await self._upload(self._rng.normal(0.0, 0.01, size))
-        await scheduler.SubmitUpdate(
-            scheduler_pb2.SubmitUpdateRequest(
-                client_id=self.client_id,
-                task_id=task.task_id,
-                job_id=task.job_id,
-                round=task.round,
-                model_version=task.model_version,
-                update=ref,
-                num_examples=self.site.num_train,
-                metrics={"train_loss": float(self._rng.uniform(0.3, 0.7))},
-            ),
-            timeout=60,
+        await self._submit(
+            task,
+            self._rng.normal(0.0, 0.01, size),
+            model_version=task.model_version,
+            metrics={"train_loss": float(self._rng.uniform(0.3, 0.7))},
         )
 
     async def _evaluate(self, task: scheduler_pb2.Task) -> None:
