@@ -4,6 +4,7 @@ that would break it, and the refusal (with its reason) reaches the operator."""
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +25,12 @@ class SitePolicy(BaseModel):
         None,
         ge=1,
         description="refuse jobs that may aggregate fewer clients in a round",
+    )
+    protections: list[Literal["none", "secagg", "paillier"]] | None = Field(
+        None,
+        min_length=1,
+        description="the update protections this site accepts (e.g. [secagg, paillier]: "
+        "never an update the control plane could read); default: any",
     )
 
 
@@ -64,6 +71,11 @@ def projected_epsilon(spec: JobSpec, num_train: int) -> float:
 
 def policy_violation(policy: SitePolicy, spec: JobSpec, num_train: int) -> str | None:
     """Why this site refuses the job, or None when the job is within its policy."""
+    if policy.protections is not None and spec.protection not in policy.protections:
+        return (
+            f"the job's protection is {spec.protection!r}; this site's policy accepts only "
+            f"{', '.join(policy.protections)}"
+        )
     if policy.min_clients is not None and spec.min_clients < policy.min_clients:
         return (
             f"the job may aggregate rounds of {spec.min_clients} clients; this site's "

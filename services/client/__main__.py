@@ -1,6 +1,8 @@
 """One institution's client agent: `python -m fedsilo_services.client` (or `fedsilo client`).
 
-Configured by FEDSILO_*: the site name, its dataset declarations, and the control plane.
+Configured by FEDSILO_*: the site name, its dataset declarations, and the registry's address
+(with the platform CA and, the first time, the site's token); the other services' addresses
+come from the registry.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from pydantic import Field
 from fedsilo.client.enrollment import (
     EnrollmentError,
     IdentityFiles,
-    client_tls,
+    SiteConnection,
     enroll_with_token,
+    join_control_plane,
 )
 from fedsilo.data import SiteConfig, load_tabular
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.rpc.channels import connect
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
-from fedsilo.rpc.tls import TlsConfig
 from fedsilo.settings import ServiceSettings
 from fedsilo.v1 import keymanager_pb2_grpc, registry_pb2_grpc, scheduler_pb2_grpc
 
@@ -31,21 +33,34 @@ class ClientSettings(ServiceSettings):
     data_dir: Path | None = Field(
         None, description="relative dataset paths resolve here (default: the config's folder)"
     )
-    registry_address: str
-    scheduler_address: str
-    modelstore_address: str
+    registry_address: str = Field(
+        ...,
+        description="the registry's address for sites, as the operator gave it (with TLS its "
+        "enrollment port); every other address is learned from it",
+    )
+    scheduler_address: str | None = Field(None, description="override of the discovered one")
+    modelstore_address: str | None = Field(None, description="override of the discovered one")
+    keymanager_address: str | None = Field(None, description="override of the discovered one")
     torch_threads: int = Field(1, ge=1, description="CPU threads for local training")
     poll_s: float = Field(5.0, gt=0, description="long-poll for tasks")
     state_dir: Path = Field(Path(".fedsilo/client"), description="identity, privacy ledger")
     enrollment_token: str | None = Field(None, description="the site's one-time token")
-    registry_enroll_address: str | None = Field(None, description="registry enrollment port")
-    keymanager_address: str | None = Field(None, description="round keys (secure aggregation)")
+
+    def overrides(self) -> dict[str, str | None]:
+        return {
+            "scheduler": self.scheduler_address,
+            "modelstore": self.modelstore_address,
+            "keymanager": self.keymanager_address,
+        }
 
 
-def site_tls(settings: ClientSettings, config: SiteConfig) -> TlsConfig:
-    """This site's certificate: the stored one, or a new one from the enrollment token."""
+def connect_site(settings: ClientSettings, config: SiteConfig) -> SiteConnection:
+    """This site's certificate (the stored one, or a new one from the enrollment token) and
+    the control plane's addresses, learned from the registry."""
     from fedsilo.client.agent import describe_site
 
+    if settings.insecure:
+        return join_control_plane(settings.registry_address, settings.overrides())
     if settings.tls_ca is None:
         raise SystemExit(
             "set FEDSILO_TLS_CA to the platform CA certificate the operator gave "
@@ -53,25 +68,30 @@ def site_tls(settings: ClientSettings, config: SiteConfig) -> TlsConfig:
         )
     ca_pem = settings.tls_ca.read_bytes()
     files = IdentityFiles(settings.state_dir / settings.site / "identity")
-    if not files.exists():
-        if not settings.enrollment_token or not settings.registry_enroll_address:
-            raise SystemExit(
+
+    def enroll() -> None:
+        if not settings.enrollment_token:
+            raise EnrollmentError(
                 "first start of this site: set FEDSILO_ENROLLMENT_TOKEN (from "
-                "`fedsilo site add`) and FEDSILO_REGISTRY_ENROLL_ADDRESS"
+                "`fedsilo site add`; `fedsilo client --token`)"
             )
         capabilities = describe_site(config, lambda name: load_tabular(config.dataset(name)))
-        try:
-            enroll_with_token(
-                files,
-                settings.site,
-                settings.enrollment_token,
-                ca_pem,
-                settings.registry_enroll_address,
-                capabilities,
-            )
-        except EnrollmentError as error:
-            raise SystemExit(str(error)) from None
-    return client_tls(files, ca_pem)
+        enroll_with_token(
+            files,
+            settings.site,
+            settings.enrollment_token,
+            ca_pem,
+            settings.registry_address,
+            capabilities,
+        )
+
+    return join_control_plane(
+        settings.registry_address,
+        settings.overrides(),
+        identity=files,
+        ca_pem=ca_pem,
+        enroll=enroll,
+    )
 
 
 def main() -> None:
@@ -89,18 +109,18 @@ def main() -> None:
         raise SystemExit(
             f"site config {settings.site_config} is for site {config.site!r}, not {settings.site!r}"
         )
-    tls = None if settings.insecure else site_tls(settings, config)
+    try:
+        site = connect_site(settings, config)
+    except EnrollmentError as error:
+        raise SystemExit(str(error)) from None
+    tls, endpoints = site.tls, site.endpoints
     agent = ClientAgent(
         config,
         ControlPlane(
-            registry=registry_pb2_grpc.RegistryStub(connect(settings.registry_address, tls)),
-            scheduler=scheduler_pb2_grpc.SchedulerStub(connect(settings.scheduler_address, tls)),
-            models=ModelStoreClient(connect(settings.modelstore_address, tls)),
-            keymanager=(
-                keymanager_pb2_grpc.KeyManagerStub(connect(settings.keymanager_address, tls))
-                if settings.keymanager_address
-                else None
-            ),
+            registry=registry_pb2_grpc.RegistryStub(connect(endpoints["registry"], tls)),
+            scheduler=scheduler_pb2_grpc.SchedulerStub(connect(endpoints["scheduler"], tls)),
+            models=ModelStoreClient(connect(endpoints["modelstore"], tls)),
+            keymanager=keymanager_pb2_grpc.KeyManagerStub(connect(endpoints["keymanager"], tls)),
         ),
         poll_s=settings.poll_s,
         state_dir=settings.state_dir,

@@ -8,8 +8,9 @@ import threading
 from pathlib import Path
 
 import grpc
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from fedsilo.discovery import validate_endpoints
 from fedsilo.registry.store import RegistryStore
 from fedsilo.rpc.auth import Authorizer, RevocationCache
 from fedsilo.rpc.channels import connect
@@ -28,6 +29,16 @@ class RegistrySettings(ServiceSettings):
     keymanager_address: str = Field(..., description="host:port of the keymanager")
     enroll_port: int = Field(0, ge=0, le=65535, description="server-TLS port for first Enroll")
     revocation_refresh_s: float = Field(2.0, gt=0)
+    site_endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON: service name -> the host:port sites dial (registry, scheduler, "
+        "modelstore, keymanager); what clients learn by discovery",
+    )
+
+    @field_validator("site_endpoints")
+    @classmethod
+    def _endpoints_are_addresses(cls, value: dict[str, str]) -> dict[str, str]:
+        return validate_endpoints(value)
 
 
 def main() -> None:
@@ -43,6 +54,7 @@ def main() -> None:
         Authorizer(tls is not None, revoked),
         keymanager,
         settings.audit_log("registry"),
+        settings.site_endpoints,
     )
 
     def register(server: grpc.Server) -> list[str]:

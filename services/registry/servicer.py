@@ -8,6 +8,7 @@ import re
 import grpc
 
 from fedsilo.audit import AuditLog
+from fedsilo.discovery import advertised_to
 from fedsilo.registry.store import RegistryStore, UnknownClient
 from fedsilo.rpc.auth import Authorizer, unauthenticated
 from fedsilo.rpc.errors import (
@@ -33,7 +34,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         auth: Authorizer,
         keymanager: keymanager_pb2_grpc.KeyManagerStub,
         audit: AuditLog | None = None,
+        site_endpoints: dict[str, str] | None = None,
     ) -> None:
+        self._site_endpoints = dict(site_endpoints or {})
         self._auth = auth
         self._keymanager = keymanager
         self.audit = audit
@@ -134,3 +137,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             return self._store.get(request.client_id).to_proto()
         except UnknownClient as error:
             raise not_found(str(error)) from None
+
+    @translate_errors(log)
+    def Discover(
+        self, request: registry_pb2.DiscoverRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.DiscoverResponse:
+        identity = self._auth.identity(context)
+        enrolled = not self._auth.enabled or identity is not None
+        return registry_pb2.DiscoverResponse(
+            endpoints=advertised_to(self._site_endpoints, enrolled=enrolled)
+        )

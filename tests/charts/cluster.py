@@ -17,6 +17,7 @@ provides is mapped, and nothing else is changed:
 from __future__ import annotations
 
 import base64
+import json
 import os
 import random
 import signal
@@ -202,6 +203,9 @@ class LocalCluster:
         return None
 
     def _map_value(self, pod: Pod, name: str, value: str) -> str:
+        if value.startswith("{"):  # a JSON map of addresses (the registry's SITE_ENDPOINTS)
+            mapping = json.loads(value)
+            return json.dumps({k: self._map_value(pod, "", v) for k, v in mapping.items()})
         if name.endswith("_PORT") and value.isdigit() and int(value) in pod.ports:
             return str(pod.ports[int(value)])
         if name.endswith("_HOST") and value == BIND_ALL:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import re
 from typing import Any
 
@@ -70,9 +71,16 @@ def test_the_chart_sets_exactly_the_variables_each_service_reads(renderings, ser
 
 def test_the_client_chart_sets_exactly_what_the_agent_reads():
     every, required = reads("client")
-    env = set(site("cleveland").settings(site("cleveland").workloads()[0]))
-    assert env == every, f"missing {every - env}, unknown {env - every}"
-    assert required <= env
+    plain = site("cleveland")
+    env = set(plain.settings(plain.workloads()[0]))
+    assert required <= env <= every
+    # The discovered addresses are overridden only when the values say so.
+    overrides = {s: f"{s}.example.org:443" for s in ("scheduler", "modelstore", "keymanager")}
+    pinned = site("cleveland", controlPlane={**SITE_SECRETS["controlPlane"], **overrides})
+    pinned_env = pinned.settings(pinned.workloads()[0])
+    assert set(pinned_env) == every, f"missing {every - set(pinned_env)}"
+    assert pinned_env["FEDSILO_SCHEDULER_ADDRESS"] == "scheduler.example.org:443"
+    assert "FEDSILO_SCHEDULER_ADDRESS" not in env
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -158,7 +166,9 @@ def test_every_configured_address_has_its_network_flow_allowed(renderings):
         assert "ingress" not in deny["spec"] and "egress" not in deny["spec"]
 
 
-def test_sites_may_reach_exactly_the_services_they_are_configured_to_dial():
+def test_sites_may_reach_exactly_the_services_they_are_given_or_told():
+    """A site is given the registry's enrollment address and learns the rest from the
+    registry's advertised endpoints: each has its sites-to-<service> flow."""
     manifests = control_plane()
     agent = render(
         CLIENT,
@@ -166,11 +176,7 @@ def test_sites_may_reach_exactly_the_services_they_are_configured_to_dial():
         | {
             "controlPlane": {
                 **SITE_SECRETS["controlPlane"],
-                **{
-                    key: f"fl-fedsilo-{key}.fedsilo.svc:50051"
-                    for key in ("registry", "scheduler", "modelstore", "keymanager")
-                },
-                "registryEnroll": "fl-fedsilo-registry.fedsilo.svc:50052",
+                "registry": "fl-fedsilo-registry.fedsilo.svc:50052",
             },
             "data": {"hostPath": "/srv/heart"},
             "datasets": {"heart-disease": {"path": "records.csv"}},
@@ -181,9 +187,17 @@ def test_sites_may_reach_exactly_the_services_they_are_configured_to_dial():
             },
         },
     )
+    given = [
+        value
+        for name, value in agent.settings(agent.workloads()[0]).items()
+        if name.endswith("_ADDRESS")
+    ]
+    registry = manifests.settings(manifests.component("registry"))
+    told = json.loads(registry["FEDSILO_SITE_ENDPOINTS"])
+    assert set(told) == {"registry", "scheduler", "modelstore", "keymanager"}
     dialled = {
         (m.group(1), int(m.group(2)))
-        for value in agent.settings(agent.workloads()[0]).values()
+        for value in [*given, *told.values()]
         if (m := ADDRESS.match(value))
     }
     assert dialled == {

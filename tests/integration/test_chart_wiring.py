@@ -46,11 +46,8 @@ def site_chart_values(site: str, token: str, ca_pem: str, data: Path) -> dict[st
     return {
         "site": site,
         "controlPlane": {
-            "registry": service.format("registry") + ":50051",
-            "registryEnroll": service.format("registry") + ":50052",
-            "scheduler": service.format("scheduler") + ":50051",
-            "modelstore": service.format("modelstore") + ":50051",
-            "keymanager": service.format("keymanager") + ":50051",
+            # Given only the registry's enrollment address: the rest is discovered.
+            "registry": service.format("registry") + ":50052",
             "caCert": ca_pem,
         },
         "enrollment": {"token": token},

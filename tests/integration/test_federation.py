@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from safetensors.torch import load_file as load_safetensors
 
 from fedsilo.algorithms.registry import FedAdamParams, server_optimizer
 from fedsilo.federations import heart_disease
@@ -51,31 +52,33 @@ def test_job_completes_with_every_hospital_and_a_loadable_model(
         assert sorted(child["participants"]) == ["cleveland", "hungarian", "switzerland", "va"]
     assert models[-1]["version"] == status["model_version"]
 
-    output = tmp_path / "model.pt"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fedsilo.cli.main",
-            "--api",
-            federation.plane.api_url,
-            "model",
-            "pull",
-            status["job_id"],
-            "-o",
-            str(output),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-        env=federation.cli_env(),
-    )
-    model = build_model(ModelSpec(name="logistic_regression"), 13)
-    model.load_state_dict(torch.load(output))
     weights = np.frombuffer(federation.api.model_weights(status["job_id"]), dtype="<f4")
-    np.testing.assert_array_equal(
-        np.concatenate([p.detach().numpy().ravel() for p in model.state_dict().values()]), weights
-    )
+    for name, load in (("model.pt", torch.load), ("model.safetensors", load_safetensors)):
+        output = tmp_path / name
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fedsilo.cli.main",
+                "--api",
+                federation.plane.api_url,
+                "model",
+                "pull",
+                status["job_id"],
+                "--out",
+                str(output),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+            env=federation.cli_env(),
+        )
+        model = build_model(ModelSpec(name="logistic_regression"), 13)
+        model.load_state_dict(load(str(output)))
+        np.testing.assert_array_equal(
+            np.concatenate([p.detach().numpy().ravel() for p in model.state_dict().values()]),
+            weights,
+        )
 
 
 def test_sharded_aggregation_across_replicas_equals_fedadam_on_whole_vectors(
@@ -253,7 +256,7 @@ def test_cli_lists_sites_and_jobs_and_names_a_bad_spec_field(
             env=federation.cli_env(),
         )
 
-    sites = json.loads(fedsilo("sites", "list", "--json").stdout)
+    sites = json.loads(fedsilo("site", "list", "--json").stdout)
     assert {"cleveland", "hungarian", "switzerland", "va"} <= {s["site"] for s in sites}
     bad = tmp_path / "bad.yaml"
     bad.write_text("dataset: heart-disease\nrounds: -1\nalgorithm: {name: fedprox, mu: x}\n")

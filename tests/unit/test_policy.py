@@ -46,3 +46,12 @@ def test_too_few_clients_per_round_breaks_a_minimum() -> None:
     assert reason is not None and "at least 3" in reason
     assert policy_violation(SitePolicy(min_clients=3), job(min_clients=3), 100) is None
     assert math.isinf(projected_epsilon(job(), 100))
+
+
+def test_a_site_can_refuse_protections_it_does_not_accept() -> None:
+    policy = SitePolicy(protections=["paillier"])
+    reason = policy_violation(policy, job(protection="secagg"), num_train=100)
+    assert reason is not None and "'secagg'" in reason and "paillier" in reason
+    assert policy_violation(policy, job(protection="paillier"), num_train=100) is None
+    with pytest.raises(ValueError, match="protections"):
+        SitePolicy.model_validate({"protections": ["rot13"]})

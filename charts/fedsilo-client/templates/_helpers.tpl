@@ -61,10 +61,6 @@ policy:
   "DATA_DIR" .Values.data.mountPath
   "STATE_DIR" "/var/lib/fedsilo/client"
   "REGISTRY_ADDRESS" (include "client.address" (dict "root" . "key" "registry"))
-  "REGISTRY_ENROLL_ADDRESS" (include "client.address" (dict "root" . "key" "registryEnroll"))
-  "SCHEDULER_ADDRESS" (include "client.address" (dict "root" . "key" "scheduler"))
-  "MODELSTORE_ADDRESS" (include "client.address" (dict "root" . "key" "modelstore"))
-  "KEYMANAGER_ADDRESS" (include "client.address" (dict "root" . "key" "keymanager"))
   "TORCH_THREADS" .Values.training.torchThreads
   "POLL_S" .Values.training.pollSeconds
   "GRPC_HOST" "127.0.0.1"
@@ -80,6 +76,11 @@ policy:
   "TLS_CA" "/etc/fedsilo/ca/ca.crt"
   "INSECURE" "false"
 -}}
+{{- range $service := list "scheduler" "modelstore" "keymanager" }}
+{{- if index $.Values.controlPlane $service }}
+{{- $_ := set $settings (printf "%s_ADDRESS" (upper $service)) (include "client.address" (dict "root" $ "key" $service)) }}
+{{- end }}
+{{- end }}
 {{- range $key, $value := $settings }}
 FEDSILO_{{ $key }}: {{ $value | toString | quote }}
 {{- end }}

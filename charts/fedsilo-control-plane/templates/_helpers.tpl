@@ -43,6 +43,16 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{- printf "%s.%s.svc:%d" (include "fedsilo.component" .) .root.Release.Namespace (int (.port | default 50051)) -}}
 {{- end -}}
 
+{{/* JSON: the address sites dial for each service (siteEndpoints, else the Service name). */}}
+{{- define "fedsilo.siteEndpoints" -}}
+{{- $endpoints := dict -}}
+{{- range $component := list "registry" "scheduler" "modelstore" "keymanager" -}}
+{{- $given := index $.Values.siteEndpoints $component -}}
+{{- $_ := set $endpoints $component ($given | default (include "fedsilo.address" (dict "root" $ "component" $component))) -}}
+{{- end -}}
+{{- toJson $endpoints -}}
+{{- end -}}
+
 {{- define "fedsilo.tlsSecret" -}}
 {{- printf "%s-tls" (include "fedsilo.component" .) -}}
 {{- end -}}

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from fedsilo.algorithms.registry import ALGORITHM_NAMES
 from fedsilo.cli.api import OperatorApi
-from fedsilo.cli.main import console, watch_job
+from fedsilo.cli.console import console, print_json, watch_job
 from fedsilo.cli.up import LocalControlPlane, start_control_plane
 from fedsilo.federations import heart_disease
 from fedsilo.jobs import JobSpec
@@ -56,6 +56,9 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="folder of the four processed.*.data")
     parser.add_argument("--aggregators", type=int, default=2, help="aggregator replicas")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--json", action="store_true", help="print results.json instead of the tables"
+    )
     parser.add_argument(
         "--protection",
         choices=["none", "secagg", "paillier"],
@@ -345,18 +348,26 @@ def run_demo(args: argparse.Namespace) -> int:
     spec = job_spec(
         args.algorithm, args.rounds, args.seed, args.dp_epsilon, args.dp_mode, args.protection
     )
-    console.print(
+    def say(*renderables: Any) -> None:
+        if not args.json:  # with --json, stdout carries only results.json
+            console.print(*renderables)
+
+    say(
         f"[bold]fedsilo demo[/]: {spec.algorithm.name}, {spec.rounds} rounds of "
         f"{spec.local_steps} local steps, data from {data_dir}"
     )
     baselines = compute_baselines(data_dir, spec)
-    run = run_federation(data_dir, spec, out, aggregators=args.aggregators, quiet=args.quiet)
+    run = run_federation(
+        data_dir, spec, out, aggregators=args.aggregators, quiet=args.quiet or args.json
+    )
     results = collect_results(spec, run, baselines)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     if results["rounds"]:
         plot_convergence(results, out / "convergence.png")
-    console.print(_final_table(results))
-    console.print(
+    if args.json:
+        print_json(results)
+    say(_final_table(results))
+    say(
         f"job {results['job_id']} {results['state']} in {results['wall_s']:.1f}s; "
         f"wrote {out / 'results.json'} and {out / 'convergence.png'}"
     )

@@ -23,8 +23,15 @@ def start_population(
     if plane.trust is None:
         raise ValueError("simulated sites enroll with tokens and certificates: start with TLS")
     run_dir = plane.state_dir / "run"
+    endpoints = plane.endpoints()
+    # The population is a load generator, not a site: it is handed every address rather than
+    # discovering them once per simulated site.
     env = {
-        **plane.client_env(),
+        "FEDSILO_REGISTRY_ADDRESS": endpoints["registry"],
+        "FEDSILO_REGISTRY_ENROLL_ADDRESS": endpoints["registry_enroll"],
+        "FEDSILO_SCHEDULER_ADDRESS": endpoints["scheduler"],
+        "FEDSILO_MODELSTORE_ADDRESS": endpoints["modelstore"],
+        "FEDSILO_TLS_CA": endpoints["ca_cert"],
         "FEDSILO_API": plane.api_url,
         "FEDSILO_OPERATOR_TOKEN_FILE": str(plane.trust.operator_token_file),
         "FEDSILO_CLIENTS": str(clients),

@@ -9,6 +9,7 @@ with it and from then on presents its own certificate.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from fedsilo.pki.bootstrap import LocalTrust, bootstrap_local_trust
 from fedsilo.rpc.tls import TlsConfig
 
 START_TIMEOUT_S = 60.0
+PROCESSES_FILE = "processes.json"
 
 
 def free_port() -> int:
@@ -65,33 +67,50 @@ class LocalControlPlane:
             "scheduler": self.service("scheduler").grpc_address,
             "modelstore": self.service("modelstore").grpc_address,
             "keymanager": self.service("keymanager").grpc_address,
+            # What a site is given: the rest it learns from the registry.
+            "registry_sites": self.service("registry").grpc_address,
         }
         if self.trust is not None:
             endpoints["registry_enroll"] = (
                 f"127.0.0.1:{self.service('registry').info['enroll_port']}"
             )
+            endpoints["registry_sites"] = endpoints["registry_enroll"]
             endpoints["ca_cert"] = str(self.trust.ca_cert)
             endpoints["operator_token_file"] = str(self.trust.operator_token_file)
         return endpoints
 
     def client_env(self) -> dict[str, str]:
+        """What a site is given, as settings: the registry's address and the platform CA
+        (the token is per site); every other address comes from the registry."""
         endpoints = self.endpoints()
-        env = {
-            "FEDSILO_REGISTRY_ADDRESS": endpoints["registry"],
-            "FEDSILO_SCHEDULER_ADDRESS": endpoints["scheduler"],
-            "FEDSILO_MODELSTORE_ADDRESS": endpoints["modelstore"],
-            "FEDSILO_KEYMANAGER_ADDRESS": endpoints["keymanager"],
-        }
+        env = {"FEDSILO_REGISTRY_ADDRESS": endpoints["registry_sites"]}
         if self.trust is None:
             env["FEDSILO_INSECURE"] = "true"
         else:
             env["FEDSILO_TLS_CA"] = endpoints["ca_cert"]
-            env["FEDSILO_REGISTRY_ENROLL_ADDRESS"] = endpoints["registry_enroll"]
         return env
 
     def write_endpoints(self) -> Path:
         path = self.state_dir / "endpoints.json"
         path.write_text(json.dumps(self.endpoints(), indent=2))
+        return path
+
+    def write_processes(self) -> Path:
+        """What `fedsilo down` stops and `fedsilo status` checks: this process and each
+        service's pid and ports."""
+        path = self.state_dir / PROCESSES_FILE
+        path.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "services": [
+                        {"name": p.name, "pid": p.pid, **p.info, "log": str(p.log_path)}
+                        for p in self.processes
+                    ],
+                },
+                indent=2,
+            )
+        )
         return path
 
     def start_client(self, site: str, site_config: Path, **extra_env: str) -> ServiceProcess:
@@ -151,7 +170,9 @@ def start_control_plane(
 
     # The keymanager reads encrypted uploads from the model store, and the model store asks
     # the keymanager for revocations: the keymanager's port is fixed before either starts.
+    # The registry tells sites where the scheduler and itself are: those are fixed too.
     keymanager_address = f"127.0.0.1:{free_port()}"
+    registry_port, scheduler_port = free_port(), free_port()
     try:
         modelstore = start(
             "modelstore",
@@ -181,11 +202,21 @@ def start_control_plane(
             "fedsilo_services.registry",
             env(
                 "registry",
+                FEDSILO_GRPC_PORT=str(registry_port),
                 FEDSILO_REGISTRY_DB=str(state_dir / "registry.db"),
                 FEDSILO_KEYMANAGER_ADDRESS=keymanager.grpc_address,
+                FEDSILO_SITE_ENDPOINTS=json.dumps(
+                    {
+                        "registry": f"127.0.0.1:{registry_port}",
+                        "scheduler": f"127.0.0.1:{scheduler_port}",
+                        "modelstore": modelstore.grpc_address,
+                        "keymanager": keymanager.grpc_address,
+                    }
+                ),
             ),
         ).wait_ready(START_TIMEOUT_S)
         scheduler_settings = {
+            "FEDSILO_GRPC_PORT": str(scheduler_port),
             "FEDSILO_SCHEDULER_DB": str(state_dir / "scheduler.db"),
             "FEDSILO_REGISTRY_ADDRESS": plane.service("registry").grpc_address,
             "FEDSILO_MODELSTORE_ADDRESS": plane.service("modelstore").grpc_address,

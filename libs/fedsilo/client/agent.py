@@ -77,7 +77,13 @@ class TrainingSettings(TypedDict):
 
 
 class TaskDeclined(Exception):
-    """This site cannot or will not do the task; the reason goes to the operator."""
+    """This site cannot or will not do the task; the reason goes to the operator. `transient`:
+    asking again may succeed (the round's state at the site was lost); otherwise asking again
+    gets the same answer (policy, data, configuration) and the round stops waiting for it."""
+
+    def __init__(self, reason: str, *, transient: bool = False) -> None:
+        super().__init__(reason)
+        self.transient = transient
 
 
 def local_seed(job_seed: int, round_: int, site: str) -> int:
@@ -181,7 +187,14 @@ class ClientAgent:
         kind = task_kind_name(task.kind)
         try:
             spec = JobSpec.from_json(task.job_spec_json)
-            if task.kind in (scheduler_pb2.TASK_KIND_INITIALIZE, scheduler_pb2.TASK_KIND_TRAIN):
+            if task.kind == scheduler_pb2.TASK_KIND_SECAGG_ADVERTISE:
+                self._check_mask_generator(task)
+            # Before the site takes part in a round (its keys, its update); drawing the initial
+            # weights touches no record and spends no privacy.
+            if task.kind in (
+                scheduler_pb2.TASK_KIND_SECAGG_ADVERTISE,
+                scheduler_pb2.TASK_KIND_TRAIN,
+            ):
                 self._enforce_policy(spec)
             if task.kind == scheduler_pb2.TASK_KIND_INITIALIZE:
                 self._initialize(task, spec)
@@ -199,7 +212,7 @@ class ClientAgent:
                 raise TaskDeclined(f"unknown task kind {task.kind}")
             TASKS.labels(self.site, kind, "done").inc()
         except TaskDeclined as reason:
-            self._decline(task, kind, str(reason))
+            self._decline(task, kind, str(reason), transient=reason.transient)
         except grpc.RpcError as error:
             TASKS.labels(self.site, kind, "refused").inc()
             log.warning(
@@ -213,10 +226,15 @@ class ClientAgent:
         except Exception as error:  # a bug or bad data must not silence this site for good
             log.exception("%s task for job %s failed", kind, task.job_id)
             self._decline(
-                task, kind, f"the task failed at the site: {type(error).__name__}: {error}"
+                task,
+                kind,
+                f"the task failed at the site: {type(error).__name__}: {error}",
+                transient=True,
             )
 
-    def _decline(self, task: scheduler_pb2.Task, kind: str, reason: str) -> None:
+    def _decline(
+        self, task: scheduler_pb2.Task, kind: str, reason: str, *, transient: bool = False
+    ) -> None:
         TASKS.labels(self.site, kind, "declined").inc()
         log.warning("declining %s task for job %s: %s", kind, task.job_id, reason)
         try:
@@ -225,6 +243,7 @@ class ClientAgent:
                     client_id=self.client_id,
                     task_id=task.task_id,
                     reason=f"{self.site}: {reason}",
+                    transient=transient,
                 )
             )
         except grpc.RpcError as error:
@@ -282,16 +301,21 @@ class ClientAgent:
         )
 
     # secure aggregation ------------------------------------------------------------------------
-    def _secagg_round(self, task: scheduler_pb2.Task) -> ClientRound:
+    @staticmethod
+    def _check_mask_generator(task: scheduler_pb2.Task) -> None:
         try:
             check_mask_generator(task.secagg.mask_generator)
         except ValueError as mismatch:
             raise TaskDeclined(str(mismatch)) from None
+
+    def _secagg_round(self, task: scheduler_pb2.Task) -> ClientRound:
+        self._check_mask_generator(task)
         key = (task.job_id, task.secagg.key_round)
         if key not in self._secagg:
             if task.kind != scheduler_pb2.TASK_KIND_SECAGG_ADVERTISE:
                 raise TaskDeclined(
-                    "no key material for this secure-aggregation round (the agent restarted)"
+                    "no key material for this secure-aggregation round (the agent restarted)",
+                    transient=True,
                 )
             self._secagg = {k: v for k, v in self._secagg.items() if k[0] == task.job_id}
             self._secagg[key] = ClientRound(
@@ -310,7 +334,9 @@ class ClientAgent:
 
     def _keymanager(self) -> keymanager_pb2_grpc.KeyManagerStub:
         if self._plane.keymanager is None:
-            raise TaskDeclined("secure aggregation needs FEDSILO_KEYMANAGER_ADDRESS")
+            raise TaskDeclined(
+                "secure aggregation needs the key manager, and this agent has no address for it"
+            )
         return self._plane.keymanager
 
     def _secagg_advertise(self, task: scheduler_pb2.Task) -> None:
@@ -333,7 +359,9 @@ class ClientAgent:
         keys = {key.client_id: bytes(key.public_key) for key in published.keys}
         missing = set(task.secagg.advertised) - set(keys)
         if missing:
-            raise TaskDeclined(f"round keys of {sorted(missing)} are not in the keymanager")
+            raise TaskDeclined(
+                f"round keys of {sorted(missing)} are not in the keymanager", transient=True
+            )
         advertised = [AdvertisedKeys.from_bytes(c, keys[c]) for c in task.secagg.advertised]
         with time_protection(self.site, "secagg-share"):
             sealed = self._secagg_round(task).share(advertised)

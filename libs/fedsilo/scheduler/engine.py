@@ -34,6 +34,13 @@ from fedsilo.rpc.errors import (
     not_found,
     permission_denied,
 )
+from fedsilo.scheduler.declines import (
+    Decline,
+    RoundDeclines,
+    latest_declines,
+    no_quorum_reason,
+    quorum_out_of_reach,
+)
 from fedsilo.scheduler.planning import plan_shards, round_seed, select_clients
 from fedsilo.scheduler.secagg_round import SecAggState, key_round, reveal_from_message
 from fedsilo.scheduler.shards import (
@@ -143,6 +150,7 @@ class RoundRuntime:
     input_scale: float = 1.0
     secagg: SecAggState | None = None
     lost_aggregations: int = 0  # aggregations of this round whose shard results were lost
+    declines: RoundDeclines = field(default_factory=RoundDeclines)  # across the round's attempts
 
 
 # Aggregations of one round whose shard results could not be composed before the round fails.
@@ -316,16 +324,22 @@ class Scheduler:
                     **summarize_evaluations(per_site),
                 }
             )
+        stored_events = self._store.events(job_id)
         events = [
-            {k: e[k] for k in ("at", "round", "kind", "client_id", "detail")}
-            for e in self._store.events(job_id)
+            {k: e[k] for k in ("at", "round", "kind", "client_id", "detail")} for e in stored_events
         ]
+        sites = {c: s for row in history for c, s in self._store_selected(job_id, row["round"])}
         return {
             **self._summary(job),
             "spec": json.loads(job["spec_json"]),
             "history": history,
             "events": events,
+            "declines": latest_declines(stored_events, job["round"], sites),
         }
+
+    def _store_selected(self, job_id: str, round_: int) -> list[tuple[str, str]]:
+        row = self._store.round(job_id, round_)
+        return list(row["selected"].items()) if row else []
 
     def _summary(self, job: Mapping[str, Any]) -> dict[str, Any]:
         spec = json.loads(job["spec_json"])
@@ -593,9 +607,18 @@ class Scheduler:
                 runtime.finished.add(task.client_id)
                 if task.kind == scheduler_pb2.TASK_KIND_EVALUATE:
                     runtime.evaluated.add(task.site)
-            self._store.add_event(
-                task.job_id, task.round, "declined", task.client_id, request.reason
-            )
+                else:
+                    runtime.declines.record(
+                        Decline(
+                            task.client_id,
+                            task.site,
+                            request.reason,
+                            request.transient,
+                            task.attempt,
+                        )
+                    )
+            kind = "declined:transient" if request.transient else "declined"
+            self._store.add_event(task.job_id, task.round, kind, task.client_id, request.reason)
             self._wake.notify_all()
         log.warning(
             "job %s round %d: %s declined: %s",
@@ -738,6 +761,12 @@ class Scheduler:
         runtime = self._runtime.setdefault(job_id, RoundRuntime(phase_started=self._clock()))
         phase = Phase(job["phase"])
         now = self._clock()
+        if phase in DISPATCHED_PHASES and runtime.selected:
+            quorum = 1 if phase == Phase.INITIALIZING else round_quorum(spec)
+            declined = runtime.declines.in_attempt(job["attempt"])
+            if quorum_out_of_reach(runtime.selected, declined, quorum):
+                self._round_declined(job, spec, runtime, quorum)
+                return
         if phase == Phase.INITIALIZING:
             if not runtime.selected:
                 self._dispatch_initialize(job, spec, runtime)
@@ -878,7 +907,10 @@ class Scheduler:
     def _dispatch_initialize(
         self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime
     ) -> None:
-        alive = self._clients.alive_clients(spec.dataset)
+        refused = runtime.declines.refused()
+        alive = {
+            c: s for c, s in self._clients.alive_clients(spec.dataset).items() if c not in refused
+        }
         if not alive:
             self._log_waiting(job, runtime, f"no live client holds dataset {spec.dataset!r}")
             return
@@ -888,6 +920,7 @@ class Scheduler:
         client_id = ordered[job["attempt"] % len(ordered)]
         runtime.selected = {client_id: alive[client_id]}
         runtime.finished = set()
+        self._store.update_round(job["job_id"], 0, selected=runtime.selected)
         runtime.deadline = self._clock() + spec.round_timeout_s
         self._new_task(
             job, scheduler_pb2.TASK_KIND_INITIALIZE, client_id, alive[client_id], runtime.deadline
@@ -919,7 +952,10 @@ class Scheduler:
         job["model_version"] = record.version
 
     def _select(self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime) -> None:
-        alive = self._clients.alive_clients(spec.dataset)
+        refused = runtime.declines.refused()
+        alive = {
+            c: s for c, s in self._clients.alive_clients(spec.dataset).items() if c not in refused
+        }
         if len(alive) < spec.min_clients:
             self._log_waiting(
                 job,
@@ -1011,12 +1047,12 @@ class Scheduler:
         state = runtime.secagg
         assert state is not None and self._round_keys is not None
         published = set(self._round_keys.round_keys(job["job_id"], state.key_round))
-        runtime.finished = published & set(runtime.selected)
+        runtime.finished |= published & set(runtime.selected)  # declines are finished too
         self._drop_lost_clients(job, spec, runtime)
         if not (runtime.finished >= set(runtime.selected) or now > runtime.deadline):
             return
         advertised = sorted(published & set(runtime.selected))
-        if len(advertised) < max(spec.min_clients, 2):
+        if len(advertised) < round_quorum(spec):
             self._retry_round(job, spec, runtime, f"{len(advertised)} clients published round keys")
             return
         self._drop_tasks(job["job_id"])
@@ -1119,6 +1155,30 @@ class Scheduler:
             runtime.finished.add(task.client_id)
             del self._tasks[task.task_id]
             self._wake.notify_all()
+
+    def _round_declined(
+        self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime, quorum: int
+    ) -> None:
+        """Too many selected sites declined for this attempt to reach quorum: end it now. If
+        the sites that refused leave too few others to ever reach it, the job fails with their
+        reasons; otherwise the round is tried again without them."""
+        attempt = job["attempt"]
+        declines = [
+            d
+            for c, d in runtime.declines.by_client.items()
+            if c in runtime.selected and (d.attempt == attempt or not d.transient)
+        ]
+        reason = no_quorum_reason(job["round"], declines, len(runtime.selected), quorum)
+        refused = runtime.declines.refused()
+        others = set(self._clients.alive_clients(spec.dataset)) - refused
+        if len(others) < quorum:
+            self._drop_tasks(job["job_id"])
+            self._store.add_event(job["job_id"], job["round"], "round_failed", "", reason)
+            ROUNDS.labels(job["job_id"], "retried").inc()
+            self._finish_job(job["job_id"], JobState.FAILED, reason)
+            self._progressed = True
+            return
+        self._retry_round(job, spec, runtime, reason)
 
     def _retry_round(
         self, job: dict[str, Any], spec: JobSpec, runtime: RoundRuntime, reason: str
@@ -1312,6 +1372,7 @@ class Scheduler:
             )
         ROUNDS.labels(job["job_id"], "completed").inc()
         runtime.evaluated, runtime.eval_expected = set(), {}
+        runtime.declines.clear()
         if job["round"] >= spec.rounds:
             self._finish_job(job["job_id"], JobState.COMPLETED, "")
             return
@@ -1333,6 +1394,18 @@ class Scheduler:
         if not runtime.waiting_logged:
             log.info("job %s round %d waiting: %s", job["job_id"], job["round"], why)
             runtime.waiting_logged = True
+
+
+# Phases with tasks out to the selected sites, whose declines can leave a round short.
+DISPATCHED_PHASES = frozenset(
+    {Phase.INITIALIZING, Phase.ADVERTISING, Phase.SHARING, Phase.TRAINING, Phase.UNMASKING}
+)
+
+
+def round_quorum(spec: JobSpec) -> int:
+    """Sites a training round needs: min_clients, and two at least under secure aggregation
+    (a sum of one is that site's update)."""
+    return max(spec.min_clients, 2) if spec.protection == "secagg" else spec.min_clients
 
 
 def encrypted_update_bytes(job: Mapping[str, Any]) -> int:

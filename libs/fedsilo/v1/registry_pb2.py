@@ -24,33 +24,41 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64silo/v1/registry.proto\x12\nfedsilo.v1\"V\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnum_train\x18\x02 \x01(\x03\x12\x10\n\x08num_test\x18\x03 \x01(\x03\x12\x14\n\x0cnum_features\x18\x04 \x01(\x03\"l\n\x0c\x43\x61pabilities\x12\r\n\x05\x63ores\x18\x01 \x01(\x05\x12\x0b\n\x03gpu\x18\x02 \x01(\x08\x12)\n\x08\x64\x61tasets\x18\x03 \x03(\x0b\x32\x17.fedsilo.v1.DatasetInfo\x12\x15\n\ragent_version\x18\x04 \x01(\t\"x\n\rEnrollRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12.\n\x0c\x63\x61pabilities\x18\x02 \x01(\x0b\x32\x18.fedsilo.v1.Capabilities\x12\x18\n\x10\x65nrollment_token\x18\x03 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x04 \x01(\x0c\"v\n\x0e\x45nrollResponse\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x04 \x01(\x0c\"U\n\x10HeartbeatRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12.\n\x0c\x63\x61pabilities\x18\x02 \x01(\x0b\x32\x18.fedsilo.v1.Capabilities\"1\n\x11HeartbeatResponse\x12\x1c\n\x14heartbeat_interval_s\x18\x01 \x01(\x01\"\x90\x01\n\x06\x43lient\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12.\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32\x18.fedsilo.v1.Capabilities\x12\x13\n\x0b\x65nrolled_at\x18\x04 \x01(\x01\x12\x11\n\tlast_seen\x18\x05 \x01(\x01\x12\r\n\x05\x61live\x18\x06 \x01(\x08\"9\n\x12ListClientsRequest\x12\x12\n\nalive_only\x18\x01 \x01(\x08\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\":\n\x13ListClientsResponse\x12#\n\x07\x63lients\x18\x01 \x03(\x0b\x32\x12.fedsilo.v1.Client\"%\n\x10GetClientRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t2\xa4\x02\n\x08Registry\x12?\n\x06\x45nroll\x12\x19.fedsilo.v1.EnrollRequest\x1a\x1a.fedsilo.v1.EnrollResponse\x12H\n\tHeartbeat\x12\x1c.fedsilo.v1.HeartbeatRequest\x1a\x1d.fedsilo.v1.HeartbeatResponse\x12N\n\x0bListClients\x12\x1e.fedsilo.v1.ListClientsRequest\x1a\x1f.fedsilo.v1.ListClientsResponse\x12=\n\tGetClient\x12\x1c.fedsilo.v1.GetClientRequest\x1a\x12.fedsilo.v1.Clientb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x64silo/v1/registry.proto\x12\nfedsilo.v1\"\x11\n\x0f\x44iscoverRequest\"\x84\x01\n\x10\x44iscoverResponse\x12>\n\tendpoints\x18\x01 \x03(\x0b\x32+.fedsilo.v1.DiscoverResponse.EndpointsEntry\x1a\x30\n\x0e\x45ndpointsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"V\n\x0b\x44\x61tasetInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tnum_train\x18\x02 \x01(\x03\x12\x10\n\x08num_test\x18\x03 \x01(\x03\x12\x14\n\x0cnum_features\x18\x04 \x01(\x03\"l\n\x0c\x43\x61pabilities\x12\r\n\x05\x63ores\x18\x01 \x01(\x05\x12\x0b\n\x03gpu\x18\x02 \x01(\x08\x12)\n\x08\x64\x61tasets\x18\x03 \x03(\x0b\x32\x17.fedsilo.v1.DatasetInfo\x12\x15\n\ragent_version\x18\x04 \x01(\t\"x\n\rEnrollRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12.\n\x0c\x63\x61pabilities\x18\x02 \x01(\x0b\x32\x18.fedsilo.v1.Capabilities\x12\x18\n\x10\x65nrollment_token\x18\x03 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x04 \x01(\x0c\"v\n\x0e\x45nrollResponse\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x03 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x04 \x01(\x0c\"U\n\x10HeartbeatRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12.\n\x0c\x63\x61pabilities\x18\x02 \x01(\x0b\x32\x18.fedsilo.v1.Capabilities\"1\n\x11HeartbeatResponse\x12\x1c\n\x14heartbeat_interval_s\x18\x01 \x01(\x01\"\x90\x01\n\x06\x43lient\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12.\n\x0c\x63\x61pabilities\x18\x03 \x01(\x0b\x32\x18.fedsilo.v1.Capabilities\x12\x13\n\x0b\x65nrolled_at\x18\x04 \x01(\x01\x12\x11\n\tlast_seen\x18\x05 \x01(\x01\x12\r\n\x05\x61live\x18\x06 \x01(\x08\"9\n\x12ListClientsRequest\x12\x12\n\nalive_only\x18\x01 \x01(\x08\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\":\n\x13ListClientsResponse\x12#\n\x07\x63lients\x18\x01 \x03(\x0b\x32\x12.fedsilo.v1.Client\"%\n\x10GetClientRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t2\xeb\x02\n\x08Registry\x12?\n\x06\x45nroll\x12\x19.fedsilo.v1.EnrollRequest\x1a\x1a.fedsilo.v1.EnrollResponse\x12H\n\tHeartbeat\x12\x1c.fedsilo.v1.HeartbeatRequest\x1a\x1d.fedsilo.v1.HeartbeatResponse\x12N\n\x0bListClients\x12\x1e.fedsilo.v1.ListClientsRequest\x1a\x1f.fedsilo.v1.ListClientsResponse\x12=\n\tGetClient\x12\x1c.fedsilo.v1.GetClientRequest\x1a\x12.fedsilo.v1.Client\x12\x45\n\x08\x44iscover\x12\x1b.fedsilo.v1.DiscoverRequest\x1a\x1c.fedsilo.v1.DiscoverResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedsilo.v1.registry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DATASETINFO']._serialized_start=41
-  _globals['_DATASETINFO']._serialized_end=127
-  _globals['_CAPABILITIES']._serialized_start=129
-  _globals['_CAPABILITIES']._serialized_end=237
-  _globals['_ENROLLREQUEST']._serialized_start=239
-  _globals['_ENROLLREQUEST']._serialized_end=359
-  _globals['_ENROLLRESPONSE']._serialized_start=361
-  _globals['_ENROLLRESPONSE']._serialized_end=479
-  _globals['_HEARTBEATREQUEST']._serialized_start=481
-  _globals['_HEARTBEATREQUEST']._serialized_end=566
-  _globals['_HEARTBEATRESPONSE']._serialized_start=568
-  _globals['_HEARTBEATRESPONSE']._serialized_end=617
-  _globals['_CLIENT']._serialized_start=620
-  _globals['_CLIENT']._serialized_end=764
-  _globals['_LISTCLIENTSREQUEST']._serialized_start=766
-  _globals['_LISTCLIENTSREQUEST']._serialized_end=823
-  _globals['_LISTCLIENTSRESPONSE']._serialized_start=825
-  _globals['_LISTCLIENTSRESPONSE']._serialized_end=883
-  _globals['_GETCLIENTREQUEST']._serialized_start=885
-  _globals['_GETCLIENTREQUEST']._serialized_end=922
-  _globals['_REGISTRY']._serialized_start=925
-  _globals['_REGISTRY']._serialized_end=1217
+  _globals['_DISCOVERRESPONSE_ENDPOINTSENTRY']._loaded_options = None
+  _globals['_DISCOVERRESPONSE_ENDPOINTSENTRY']._serialized_options = b'8\001'
+  _globals['_DISCOVERREQUEST']._serialized_start=41
+  _globals['_DISCOVERREQUEST']._serialized_end=58
+  _globals['_DISCOVERRESPONSE']._serialized_start=61
+  _globals['_DISCOVERRESPONSE']._serialized_end=193
+  _globals['_DISCOVERRESPONSE_ENDPOINTSENTRY']._serialized_start=145
+  _globals['_DISCOVERRESPONSE_ENDPOINTSENTRY']._serialized_end=193
+  _globals['_DATASETINFO']._serialized_start=195
+  _globals['_DATASETINFO']._serialized_end=281
+  _globals['_CAPABILITIES']._serialized_start=283
+  _globals['_CAPABILITIES']._serialized_end=391
+  _globals['_ENROLLREQUEST']._serialized_start=393
+  _globals['_ENROLLREQUEST']._serialized_end=513
+  _globals['_ENROLLRESPONSE']._serialized_start=515
+  _globals['_ENROLLRESPONSE']._serialized_end=633
+  _globals['_HEARTBEATREQUEST']._serialized_start=635
+  _globals['_HEARTBEATREQUEST']._serialized_end=720
+  _globals['_HEARTBEATRESPONSE']._serialized_start=722
+  _globals['_HEARTBEATRESPONSE']._serialized_end=771
+  _globals['_CLIENT']._serialized_start=774
+  _globals['_CLIENT']._serialized_end=918
+  _globals['_LISTCLIENTSREQUEST']._serialized_start=920
+  _globals['_LISTCLIENTSREQUEST']._serialized_end=977
+  _globals['_LISTCLIENTSRESPONSE']._serialized_start=979
+  _globals['_LISTCLIENTSRESPONSE']._serialized_end=1037
+  _globals['_GETCLIENTREQUEST']._serialized_start=1039
+  _globals['_GETCLIENTREQUEST']._serialized_end=1076
+  _globals['_REGISTRY']._serialized_start=1079
+  _globals['_REGISTRY']._serialized_end=1442
 # @@protoc_insertion_point(module_scope)

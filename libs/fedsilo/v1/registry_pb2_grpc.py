@@ -55,6 +55,11 @@ class RegistryStub:
                 request_serializer=fedsilo_dot_v1_dot_registry__pb2.GetClientRequest.SerializeToString,
                 response_deserializer=fedsilo_dot_v1_dot_registry__pb2.Client.FromString,
                 _registered_method=True)
+        self.Discover = channel.unary_unary(
+                '/fedsilo.v1.Registry/Discover',
+                request_serializer=fedsilo_dot_v1_dot_registry__pb2.DiscoverRequest.SerializeToString,
+                response_deserializer=fedsilo_dot_v1_dot_registry__pb2.DiscoverResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServicer:
@@ -89,6 +94,16 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Discover(self, request, context):
+        """Service discovery: where a site reaches the control plane. On the enrollment port (no
+        client certificate yet) it names only the registry's mutual-TLS address; on that port, to
+        an enrolled client, every service a site talks to. A site is given only the registry's
+        address, the platform CA and its token; it learns the rest here at every start.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +126,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.GetClient,
                     request_deserializer=fedsilo_dot_v1_dot_registry__pb2.GetClientRequest.FromString,
                     response_serializer=fedsilo_dot_v1_dot_registry__pb2.Client.SerializeToString,
+            ),
+            'Discover': grpc.unary_unary_rpc_method_handler(
+                    servicer.Discover,
+                    request_deserializer=fedsilo_dot_v1_dot_registry__pb2.DiscoverRequest.FromString,
+                    response_serializer=fedsilo_dot_v1_dot_registry__pb2.DiscoverResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +242,33 @@ class Registry:
             '/fedsilo.v1.Registry/GetClient',
             fedsilo_dot_v1_dot_registry__pb2.GetClientRequest.SerializeToString,
             fedsilo_dot_v1_dot_registry__pb2.Client.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Discover(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedsilo.v1.Registry/Discover',
+            fedsilo_dot_v1_dot_registry__pb2.DiscoverRequest.SerializeToString,
+            fedsilo_dot_v1_dot_registry__pb2.DiscoverResponse.FromString,
             options,
             channel_credentials,
             insecure,

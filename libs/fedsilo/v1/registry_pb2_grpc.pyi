@@ -42,6 +42,12 @@ class RegistryStub:
     """Liveness; also refreshes the capabilities (dataset sizes may change)."""
     ListClients: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListClientsRequest, _registry_pb2.ListClientsResponse]
     GetClient: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetClientRequest, _registry_pb2.Client]
+    Discover: _grpc.UnaryUnaryMultiCallable[_registry_pb2.DiscoverRequest, _registry_pb2.DiscoverResponse]
+    """Service discovery: where a site reaches the control plane. On the enrollment port (no
+    client certificate yet) it names only the registry's mutual-TLS address; on that port, to
+    an enrolled client, every service a site talks to. A site is given only the registry's
+    address, the platform CA and its token; it learns the rest here at every start.
+    """
 
 @_typing.type_check_only
 class RegistryAsyncStub(RegistryStub):
@@ -57,6 +63,12 @@ class RegistryAsyncStub(RegistryStub):
     """Liveness; also refreshes the capabilities (dataset sizes may change)."""
     ListClients: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListClientsRequest, _registry_pb2.ListClientsResponse]  # type: ignore[assignment]
     GetClient: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetClientRequest, _registry_pb2.Client]  # type: ignore[assignment]
+    Discover: _aio.UnaryUnaryMultiCallable[_registry_pb2.DiscoverRequest, _registry_pb2.DiscoverResponse]  # type: ignore[assignment]
+    """Service discovery: where a site reaches the control plane. On the enrollment port (no
+    client certificate yet) it names only the registry's mutual-TLS address; on that port, to
+    an enrolled client, every service a site talks to. A site is given only the registry's
+    address, the platform CA and its token; it learns the rest here at every start.
+    """
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
     """Institutions (sites) and their client agents: identities, capabilities, liveness."""
@@ -93,5 +105,17 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.GetClientRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.Client, _abc.Awaitable[_registry_pb2.Client]]: ...
+
+    @_abc_1.abstractmethod
+    def Discover(
+        self,
+        request: _registry_pb2.DiscoverRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.DiscoverResponse, _abc.Awaitable[_registry_pb2.DiscoverResponse]]:
+        """Service discovery: where a site reaches the control plane. On the enrollment port (no
+        client certificate yet) it names only the registry's mutual-TLS address; on that port, to
+        an enrolled client, every service a site talks to. A site is given only the registry's
+        address, the platform CA and its token; it learns the rest here at every start.
+        """
 
 def add_RegistryServicer_to_server(servicer: RegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -465,19 +465,26 @@ class DeclineTaskRequest(_message.Message):
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     TASK_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    TRANSIENT_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     task_id: _builtins.str
     reason: _builtins.str
+    transient: _builtins.bool
+    """False: a refusal that asking again will not change (the site's policy, its data, its
+    configuration); the round does not wait for this site, and a job that every site refuses
+    fails at once with the reason. True: something failed at the site and may not next time.
+    """
     def __init__(
         self,
         *,
         client_id: _builtins.str = ...,
         task_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        transient: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "reason", b"reason", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "reason", b"reason", "task_id", b"task_id", "transient", b"transient"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
