@@ -82,7 +82,11 @@ def test_declines_show_at_once_and_a_job_every_site_refuses_fails_naming_why(
         federation.plane.stop()
 
     # va's reason, while the job was still running its round's first attempt.
-    print(f"va's decline visible {seen_after_s:.2f} s after submission")
+    round_one = next(row for row in status["history"] if row["round"] == 1)
+    print(
+        f"va's decline visible {seen_after_s:.2f} s after submission, recorded "
+        f"{status['declines'][0]['at'] - round_one['started_at']:.3f} s after round 1 opened"
+    )
     assert status["state"] == "running" and status["attempt"] == 0, status
     (decline,) = status["declines"]
     assert decline["site"] == "va" and not decline["transient"]
@@ -98,11 +102,16 @@ def test_declines_show_at_once_and_a_job_every_site_refuses_fails_naming_why(
     print(f"the job every site refused failed {refused_in_s:.2f} s after submission")
     assert waited.returncode == 1
     assert refused["state"] == "failed" and refused["round"] == 1 and refused["attempt"] == 0
-    assert re.match(
-        r"no quorum in round 1: [34] of 4 sites declined \(quorum 2\): "
-        r"cleveland, hungarian, switzerland(, va)?: site policy: the job has no differential "
-        r"privacy; this site's policy allows at most epsilon 10$",
+    # Quorum is out of reach once three of the four have refused; the fourth may be in time.
+    failure = re.match(
+        r"no quorum in round 1: ([34]) of 4 sites declined \(quorum 2\): ([a-z, ]+): site "
+        r"policy: the job has no differential privacy; this site's policy allows at most "
+        r"epsilon 10$",
         refused["error"],
-    ), refused["error"]
+    )
+    assert failure is not None, refused["error"]
+    named = failure[2].split(", ")
+    assert len(named) == int(failure[1]) and named == sorted(named)
+    assert set(named) <= {"cleveland", "hungarian", "switzerland", "va"}
     assert f"failed: {refused['error']}" in " ".join(waited.stdout.split())
-    assert {d["site"] for d in refused["declines"]} >= {"cleveland", "hungarian", "switzerland"}
+    assert {d["site"] for d in refused["declines"]} >= set(named)
