@@ -41,8 +41,9 @@ import numpy as np
 from machine import machine
 from timing import median_seconds
 
+from fedsilo.aggregator.fold import weighted_sum
 from fedsilo.aggregator.sources import ObjectStoreSource
-from fedsilo.aggregator.worker import single_threaded_blas, weighted_sum
+from fedsilo.aggregator.worker import single_threaded_blas
 from fedsilo.cli.processes import ServiceProcess, spawn
 from fedsilo.parallel import available_cpus
 from fedsilo.rpc.channels import CHANNEL_OPTIONS

@@ -66,6 +66,19 @@ class SecAggSettings(BaseModel):
     degree: int | None = Field(None, ge=2, description="SecAgg+ neighbours; None: O(log n)")
 
 
+class AggregationSpec(BaseModel):
+    """How the aggregators combine a coordinate range of the sites' updates: a rule by name
+    (fedsilo.aggregator.rules), checked when the job is submitted, with its parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    rule: str = Field(
+        "weighted_mean",
+        pattern=r"^[a-z][a-z0-9_]{0,62}$",
+        description="weighted_mean: the example-weighted mean of the updates (FedAvg's)",
+    )
+
+
 class JobSpec(BaseModel):
     """One federated training job."""
 
@@ -89,6 +102,7 @@ class JobSpec(BaseModel):
     privacy: DifferentialPrivacy | None = Field(
         None, description="client-level (clip + noise per round) or sample-level (DP-SGD) DP"
     )
+    aggregation: AggregationSpec = Field(default_factory=AggregationSpec)
     protection: Literal["none", "paillier", "secagg"] = Field(
         "none", description="paillier or secagg: the control plane never sees an update"
     )

@@ -21,7 +21,8 @@ from fedsilo.rpc.auth import Authorizer, RevocationCache
 from fedsilo.rpc.channels import connect
 from fedsilo.rpc.errors import RpcRejection
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
-from fedsilo.scheduler.engine import Scheduler, SchedulerConfig
+from fedsilo.scheduler.engine import Scheduler
+from fedsilo.scheduler.interfaces import SchedulerConfig
 from fedsilo.scheduler.store import SchedulerStore
 from fedsilo.settings import ServiceSettings
 from fedsilo.v1 import (

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from fedsilo.aggregator.blas import saxpy
-from fedsilo.aggregator.sources import ObjectStoreSource, RangeReader, ShardInputError
-from fedsilo.aggregator.worker import (
+from fedsilo.aggregator.fold import (
     AXPY_COORDINATES,
     CHUNK_COORDINATES,
-    combine_shard,
     fold_inputs,
     weighted_sum,
 )
+from fedsilo.aggregator.sources import ObjectStoreSource, RangeReader, ShardInputError
+from fedsilo.aggregator.worker import combine_shard
 from fedsilo.storage import BlobStore, LocalDirectoryStore
 from fedsilo.v1 import aggregator_pb2
 

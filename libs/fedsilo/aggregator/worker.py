@@ -19,12 +19,13 @@ import numpy as np
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
+from fedsilo.aggregator.fold import fold_inputs
+from fedsilo.aggregator.rules import aggregation_rule
 from fedsilo.aggregator.sources import BlobSource, ModelStoreSource, ShardInputError
 from fedsilo.algorithms.aggregate import Vector, normalized_weights
 from fedsilo.algorithms.registry import parse_algorithm, server_optimizer
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.paillier import ciphertext_bytes, multiply_range, public_key_from_bytes
-from fedsilo.parallel import run_in_parts
 from fedsilo.privacy import DifferentialPrivacy, add_gaussian_noise, noise_std_per_client
 from fedsilo.secagg import RingSpec, ServerRound, Unmasking, dequantize_sum
 from fedsilo.secagg.masking import DanglingPair
@@ -34,14 +35,6 @@ from fedsilo.v1 import aggregator_pb2, aggregator_pb2_grpc, common_pb2
 log = logging.getLogger("fedsilo.aggregator")
 
 WriteBlob = Callable[[bytes | memoryview, str], str]  # (data, dtype) -> digest
-# Coordinates of the output folded at a time: the output's block (2 MiB) stays in cache while
-# every input's piece streams through once, as a single `weights @ stacked` would read it;
-# few enough calls per input that threads seldom wait for the GIL.
-CHUNK_COORDINATES = 1 << 19
-# Shards from this size on add with BLAS; below, numpy's temporaries cost next to nothing.
-AXPY_COORDINATES = 1 << 20
-# (input index, the input's values for the block, the output block)
-Accumulate = Callable[[int, NDArray[Any], NDArray[Any]], None]
 
 
 def single_threaded_blas() -> None:
@@ -69,100 +62,6 @@ def _read_vector(source: BlobSource, digest: str, begin: int, end: int, what: st
 def _float32_bytes(values: NDArray[Any]) -> memoryview:
     """The values as little-endian float32 bytes, without a copy when they already are."""
     return np.ascontiguousarray(values, dtype="<f4").data.cast("B")
-
-
-def fold_inputs(
-    source: BlobSource,
-    inputs: list[aggregator_pb2.ShardInput],
-    begin: int,
-    end: int,
-    out: NDArray[Any],
-    accumulate: Accumulate,
-    threads: int = 1,
-) -> None:
-    """Fold every input's [begin, end) into `out` (end - begin values), block by block: for
-    each block of CHUNK_COORDINATES, `accumulate(i, values, out_block)` for the inputs in
-    order. Input pieces are views of the source's memory where it has them (a mapped file, a
-    received chunk), so each byte of an update is read once; memory is the output plus one
-    piece per input, not len(inputs) * (end - begin) values.
-
-    With threads > 1 the range is cut into up to that many contiguous parts, folded at once
-    into disjoint blocks of `out` (fedsilo.parallel.run_in_parts)."""
-    count = end - begin
-    if out.shape != (count,):
-        raise ValueError(f"out holds {out.shape} values; [{begin}, {end}) needs {count}")
-    run_in_parts(
-        count,
-        threads,
-        lambda start, stop: _fold_part(source, inputs, begin, start, stop, out, accumulate),
-    )
-
-
-def _fold_part(
-    source: BlobSource,
-    inputs: list[aggregator_pb2.ShardInput],
-    begin: int,
-    start: int,
-    stop: int,
-    out: NDArray[Any],
-    accumulate: Accumulate,
-) -> None:
-    """fold_inputs over out[start:stop], coordinates [begin + start, begin + stop)."""
-    dtype = out.dtype.newbyteorder("<")
-    readers = [
-        source.open_range(
-            item.digest,
-            (begin + start) * dtype.itemsize,
-            (stop - start) * dtype.itemsize,
-            f"input of {item.client_id} ({item.digest[:12]})",
-        )
-        for item in inputs
-    ]
-    for offset in range(start, stop, CHUNK_COORDINATES):
-        block = out[offset : min(offset + CHUNK_COORDINATES, stop)]
-        for index, reader in enumerate(readers):
-            accumulate(index, np.frombuffer(reader.take(block.nbytes), dtype), block)
-    for reader in readers:
-        reader.finish()
-
-
-def weighted_sum(
-    source: BlobSource,
-    inputs: list[aggregator_pb2.ShardInput],
-    weights: NDArray[Any],
-    begin: int,
-    end: int,
-    threads: int = 1,
-) -> Vector:
-    """sum_i weights[i] * input_i over [begin, end), in float32: the first input scaled into
-    the output block, each further one added to it. On large shards the addition is BLAS's
-    axpy without the GIL (fedsilo.aggregator.blas): no temporaries, each byte of an input
-    read once, and threads folding at once; BLAS should be single-threaded
-    (single_threaded_blas)."""
-    total = np.empty(end - begin, dtype=np.float32)
-    scale = [np.float32(weight) for weight in weights]
-    if end - begin >= AXPY_COORDINATES:
-        # Here, not at the top: scipy costs a process about 14 MiB, worth it for large shards.
-        from fedsilo.aggregator.blas import axpy, scalar
-
-        scalars = [scalar(float(weight)) for weight in scale]
-
-        def accumulate(index: int, values: NDArray[Any], block: NDArray[Any]) -> None:
-            if index == 0:
-                np.multiply(values, scale[0], out=block)
-            else:
-                axpy(values, block, scalars[index])
-
-    else:
-
-        def accumulate(index: int, values: NDArray[Any], block: NDArray[Any]) -> None:
-            if index == 0:
-                np.multiply(values, scale[0], out=block)
-            else:
-                block += values * scale[index]
-
-    fold_inputs(source, inputs, begin, end, total, accumulate, threads)
-    return total
 
 
 def combine_shard(
@@ -194,7 +93,12 @@ def combine_shard(
     if secagg is not None:
         delta = _unmasked_sum(secagg, inputs, source, begin, end, threads)
     else:
-        delta = weighted_sum(source, inputs, weights, begin, end, threads)
+        aggregation = json.loads(shard.aggregation_json or '{"rule": "weighted_mean"}')
+        try:
+            rule = aggregation_rule(aggregation.pop("rule"))
+        except ValueError as error:
+            raise ShardInputError(str(error)) from None
+        delta = rule.combine(source, inputs, weights, begin, end, threads, aggregation)
     if privacy is not None:
         std = noise_std_per_client(
             privacy.clip_norm, privacy.require_noise_multiplier(), len(inputs), distributed=False

@@ -348,6 +348,7 @@ def run_demo(args: argparse.Namespace) -> int:
     spec = job_spec(
         args.algorithm, args.rounds, args.seed, args.dp_epsilon, args.dp_mode, args.protection
     )
+
     def say(*renderables: Any) -> None:
         if not args.json:  # with --json, stdout carries only results.json
             console.print(*renderables)

@@ -84,6 +84,7 @@ class Shard(_message.Message):
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     INPUT_SCALE_FIELD_NUMBER: _builtins.int
     SECAGG_JSON_FIELD_NUMBER: _builtins.int
+    AGGREGATION_JSON_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     lease_id: _builtins.str
     job_id: _builtins.str
@@ -108,6 +109,10 @@ class Shard(_message.Message):
     secagg_json: _builtins.str
     """"secagg": inputs are masked uint32 vectors; the JSON carries the ring (clip, clients),
     the survivors' self seeds and the dangling pairwise seeds (hex) to unmask the sum.
+    """
+    aggregation_json: _builtins.str
+    """The aggregation rule as JSON ({"rule": "weighted_mean", ...}): a pure function over the
+    range's inputs, by name from fedsilo.aggregator.rules.
     """
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShardInput]: ...
@@ -134,10 +139,11 @@ class Shard(_message.Message):
         public_key: _builtins.bytes = ...,
         input_scale: _builtins.float = ...,
         secagg_json: _builtins.str = ...,
+        aggregation_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["algorithm_json", b"algorithm_json", "base_digest", b"base_digest", "begin", b"begin", "end", b"end", "input_scale", b"input_scale", "inputs", b"inputs", "job_id", b"job_id", "lease_expires_unix", b"lease_expires_unix", "lease_id", b"lease_id", "privacy_json", b"privacy_json", "protection", b"protection", "public_key", b"public_key", "round", b"round", "secagg_json", b"secagg_json", "server_state", b"server_state", "shard_id", b"shard_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation_json", b"aggregation_json", "algorithm_json", b"algorithm_json", "base_digest", b"base_digest", "begin", b"begin", "end", b"end", "input_scale", b"input_scale", "inputs", b"inputs", "job_id", b"job_id", "lease_expires_unix", b"lease_expires_unix", "lease_id", b"lease_id", "privacy_json", b"privacy_json", "protection", b"protection", "public_key", b"public_key", "round", b"round", "secagg_json", b"secagg_json", "server_state", b"server_state", "shard_id", b"shard_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -14,7 +14,8 @@ import pytest
 from fedsilo.jobs import JobSpec
 from fedsilo.rpc.errors import RpcRejection
 from fedsilo.scheduler.declines import Decline, RoundDeclines, no_quorum_reason
-from fedsilo.scheduler.engine import Scheduler, SchedulerConfig
+from fedsilo.scheduler.engine import Scheduler
+from fedsilo.scheduler.interfaces import SchedulerConfig
 from fedsilo.scheduler.store import Phase, SchedulerStore
 from fedsilo.v1 import scheduler_pb2
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from fedsilo.jobs import JobSpec
-from fedsilo.scheduler.engine import Scheduler, SchedulerConfig
+from fedsilo.scheduler.engine import Scheduler
+from fedsilo.scheduler.interfaces import SchedulerConfig
 from fedsilo.scheduler.store import SchedulerStore
 from fedsilo.v1 import common_pb2, modelstore_pb2, scheduler_pb2
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from fedsilo.jobs import JobSpec
 from fedsilo.modelstore.client import BlobsUnavailable
-from fedsilo.scheduler.engine import MAX_LOST_AGGREGATIONS, Scheduler, SchedulerConfig
+from fedsilo.scheduler.core import MAX_LOST_AGGREGATIONS
+from fedsilo.scheduler.engine import Scheduler
+from fedsilo.scheduler.interfaces import SchedulerConfig
 from fedsilo.scheduler.store import Phase, SchedulerStore
 from fedsilo.v1 import aggregator_pb2, common_pb2, modelstore_pb2
 
