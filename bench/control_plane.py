@@ -2,7 +2,7 @@
 CSR, certificate each) and heartbeating against one registry, 100 of them selected per round,
 50 rounds of a tiny job through the real services (registry, keymanager, scheduler, model
 store, 2 aggregator replicas), each its own process; the sites are one more process
-(fedsilo.client.simulated: no torch, synthetic updates).
+(fedsilo.simulation: no torch, synthetic updates).
 
 Reports enrollment time; heartbeats/s (the registry's counter) and whether any was dropped
 (every beat a site sent must have been answered OK, and counted by the registry); round

@@ -57,7 +57,7 @@ class ClientSettings(ServiceSettings):
 def connect_site(settings: ClientSettings, config: SiteConfig) -> SiteConnection:
     """This site's certificate (the stored one, or a new one from the enrollment token) and
     the control plane's addresses, learned from the registry."""
-    from fedsilo.client.agent import describe_site
+    from fedsilo.client.site import describe_site
 
     if settings.insecure:
         return join_control_plane(settings.registry_address, settings.overrides())

@@ -1,5 +1,5 @@
 """A simulated population beside a local control plane: one more process holding many client
-agents (fedsilo.client.simulated). The control-plane benchmark and its scaled-down
+agents (fedsilo.simulation). The control-plane benchmark and its scaled-down
 integration test start it, and the job it serves, the same way."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def start_population(
         "FEDSILO_STATS_FILE": str(run_dir / f"{POPULATION}.stats.json"),
         **settings,
     }
-    process = spawn(POPULATION, "fedsilo.client.simulated", env, run_dir)
+    process = spawn(POPULATION, "fedsilo.simulation.population", env, run_dir)
     plane.processes.append(process)  # stopped first, before the services it talks to
     process.wait_ready(timeout_s)
     return process

@@ -11,22 +11,22 @@ nothing of masks, ciphertexts or noise: the job's RoundProtocol does (fedsilo.sc
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from google.protobuf import json_format
-
-from fedsilo.algorithms.registry import server_optimizer
 from fedsilo.jobs import JobSpec
-from fedsilo.modelstore.client import BlobsUnavailable
 from fedsilo.rpc.errors import RpcRejection
-from fedsilo.scheduler.accounting import account_privacy
 from fedsilo.scheduler.aggregation import ShardQueue, pass_complete
 from fedsilo.scheduler.declines import no_quorum_reason, quorum_out_of_reach
+from fedsilo.scheduler.endings import (
+    close_training,
+    dispatch_evaluation,
+    finish_aggregation,
+    finish_round,
+)
 from fedsilo.scheduler.interfaces import (
     ArtifactStore,
     ClientDirectory,
@@ -41,28 +41,21 @@ from fedsilo.scheduler.jobrows import job_manifest, job_spec
 from fedsilo.scheduler.planning import round_seed, select_clients
 from fedsilo.scheduler.protocols import PROTOCOLS
 from fedsilo.scheduler.protocols.base import RoundProtocol
-from fedsilo.scheduler.status import summarize_evaluations
 from fedsilo.scheduler.store import JobState, Phase, SchedulerStore
 from fedsilo.scheduler.tasks import TaskBoard
 from fedsilo.telemetry import (
-    CLIENTS_DROPPED,
     CLIENTS_SELECTED,
     CURRENT_ROUND,
     JOB_RUNNING,
     JOBS,
-    MODEL_ACCURACY,
-    MODEL_LOSS,
     ROUND_PHASE_SECONDS,
-    ROUND_SECONDS,
     ROUNDS,
     SHARDS_PENDING,
 )
-from fedsilo.v1 import modelstore_pb2, scheduler_pb2
+from fedsilo.v1 import scheduler_pb2
 
 log = logging.getLogger("fedsilo.scheduler")
 
-# Aggregations of one round whose shard results could not be composed before the round fails.
-MAX_LOST_AGGREGATIONS = 2
 # Phases whose tasks and answers live in memory: after a restart the round starts again.
 RESTART_PHASES = frozenset({Phase.INITIALIZING, Phase.SELECTING, Phase.TRAINING})
 
@@ -135,7 +128,7 @@ class RoundCore:
             elif phase == Phase.EVALUATING:
                 done = self.store.evaluations(job_id, job["round"]).get(job["round"], {})
                 runtime.evaluated = set(done)
-                self._dispatch_evaluation(job, runtime)
+                dispatch_evaluation(self, job, runtime)
                 log.info("job %s: re-dispatching evaluation of round %d", job_id, job["round"])
 
     def _advance_all(self) -> None:
@@ -170,7 +163,7 @@ class RoundCore:
             elif runtime.finished or now > runtime.deadline:
                 if job["model_version"]:
                     self.to_phase(job, Phase.EVALUATING, runtime)
-                    self._dispatch_evaluation(self.store.job(job["job_id"]) or job, runtime)
+                    dispatch_evaluation(self, self.store.job(job["job_id"]) or job, runtime)
                 else:
                     self.retry_round(job, spec, runtime, "no initial model before the deadline")
         elif phase == Phase.SELECTING:
@@ -178,14 +171,14 @@ class RoundCore:
         elif phase == Phase.TRAINING:
             self.drop_lost_clients(job, spec, runtime)
             if runtime.everyone_finished() or now > runtime.deadline:
-                self._close_training(job, spec, runtime, protocol)
+                close_training(self, job, spec, runtime, protocol)
         elif phase == Phase.AGGREGATING:
             if pass_complete(runtime) and protocol.aggregation_done(job, spec, runtime):
-                self._finish_aggregation(job, spec, runtime)
+                finish_aggregation(self, job, spec, runtime)
         elif phase == Phase.EVALUATING:
             self.drop_lost_clients(job, spec, runtime)
             if runtime.evaluated >= set(runtime.eval_expected.values()) or now > runtime.deadline:
-                self._finish_round(job, spec, runtime)
+                finish_round(self, job, spec, runtime)
 
     # RoundControl ------------------------------------------------------------------------------
     def to_phase(self, job: Job, phase: Phase, runtime: RoundRuntime) -> None:
@@ -304,29 +297,6 @@ class RoundCore:
         self.dispatch(job, scheduler_pb2.TASK_KIND_INITIALIZE, runtime, spec.round_timeout_s)
         log.info("job %s: %s draws the initial model", job["job_id"], client_id)
 
-    def accept_initial_model(
-        self, job: Job, request: scheduler_pb2.SubmitUpdateRequest, task: TaskInfo
-    ) -> None:
-        record = self.artifacts.put_model(
-            modelstore_pb2.ModelRecord(
-                job_id=job["job_id"],
-                round=0,
-                participants=[task.site],
-                manifest=request.manifest,
-                blob=request.update,
-                algorithm=job_spec(job).algorithm.name,
-            )
-        )
-        self.store.update_job(
-            job["job_id"],
-            model_version=record.version,
-            manifest_json=json_format.MessageToJson(request.manifest),
-        )
-        self.store.update_round(
-            job["job_id"], 0, new_version=record.version, participants=[task.site]
-        )
-        job["model_version"] = record.version
-
     def _select(
         self, job: Job, spec: JobSpec, runtime: RoundRuntime, protocol: RoundProtocol
     ) -> None:
@@ -366,38 +336,6 @@ class RoundCore:
             ", ".join(sorted(runtime.selected.values())),
         )
 
-    def _close_training(
-        self, job: Job, spec: JobSpec, runtime: RoundRuntime, protocol: RoundProtocol
-    ) -> None:
-        updates = self.store.updates(job["job_id"], job["round"], job["attempt"])
-        received = {u.client_id for u in updates}
-        dropped = sorted(runtime.selected[c] for c in set(runtime.selected) - received)
-        for client_id in set(runtime.selected) - received:
-            self.store.add_event(
-                job["job_id"],
-                job["round"],
-                "dropped",
-                client_id,
-                "no accepted update before the round closed",
-            )
-        CLIENTS_DROPPED.labels(job["job_id"]).inc(len(dropped))
-        self.drop_tasks(job["job_id"])
-        if len(updates) < spec.min_clients:
-            self.retry_round(
-                job,
-                spec,
-                runtime,
-                f"{len(updates)} updates, fewer than min_clients={spec.min_clients}",
-            )
-            return
-        self.store.update_round(
-            job["job_id"],
-            job["round"],
-            participants=sorted(u.site for u in updates),
-            dropped=dropped,
-        )
-        protocol.training_closed(job, spec, runtime, updates)
-
     def _round_declined(self, job: Job, spec: JobSpec, runtime: RoundRuntime, quorum: int) -> None:
         """Too many selected sites declined for this attempt to reach quorum: end it now. If
         the sites that refused leave too few others to ever reach it, the job fails with their
@@ -417,101 +355,6 @@ class RoundCore:
         ROUNDS.labels(job["job_id"], "retried").inc()
         self.finish_job(job["job_id"], JobState.FAILED, reason)
         self._progressed = True
-
-    def _finish_aggregation(self, job: Job, spec: JobSpec, runtime: RoundRuntime) -> None:
-        shards = runtime.shards
-        try:
-            weights = self.artifacts.compose([s.weights for s in shards])
-            state = {
-                name: self.artifacts.compose([s.server_state[name] for s in shards]).digest
-                for name in server_optimizer(spec.algorithm).state_names
-            }
-        except BlobsUnavailable as error:
-            # Shard results are not written durably (they can be computed again): one lost
-            # or torn by a crash sends the round through aggregation again; results that keep
-            # failing (a broken store) fail the round instead.
-            runtime.lost_aggregations += 1
-            if runtime.lost_aggregations > MAX_LOST_AGGREGATIONS:
-                runtime.lost_aggregations = 0
-                self.retry_round(job, spec, runtime, f"shard results unavailable: {error}")
-                return
-            log.warning(
-                "job %s round %d: shard results unavailable (%s); aggregating again",
-                job["job_id"],
-                job["round"],
-                error,
-            )
-            self.plan_aggregation(job, runtime)
-            return
-        runtime.lost_aggregations = 0
-        updates = self.store.updates(job["job_id"], job["round"], job["attempt"])
-        privacy = account_privacy(self.store, job, spec, updates)
-        record = self.artifacts.put_model(
-            modelstore_pb2.ModelRecord(
-                job_id=job["job_id"],
-                round=job["round"],
-                parent_version=job["model_version"],
-                participants=sorted(u.site for u in updates),
-                manifest=job_manifest(job),
-                blob=weights,
-                algorithm=spec.algorithm.name,
-                server_state=state,
-                metrics=privacy,
-            )
-        )
-        runtime.shards, runtime.sum_digest, runtime.input_scale = [], "", 1.0
-        runtime.secagg = None
-        self.store.update_job(
-            job["job_id"], model_version=record.version, server_state=json.dumps(state)
-        )
-        self.store.update_round(
-            job["job_id"], job["round"], new_version=record.version, epsilon=privacy.get("epsilon")
-        )
-        job["model_version"] = record.version
-        log.info(
-            "job %s round %d: new global model %s", job["job_id"], job["round"], record.version[:12]
-        )
-        self.to_phase(job, Phase.EVALUATING, runtime)
-        self._dispatch_evaluation(job, runtime)
-
-    def _dispatch_evaluation(self, job: Job, runtime: RoundRuntime) -> None:
-        spec = job_spec(job)
-        alive = self.clients.alive_clients(spec.dataset)
-        runtime.eval_expected = {c: s for c, s in alive.items() if s not in runtime.evaluated}
-        runtime.deadline = self.clock() + spec.evaluation_timeout_s
-        for client_id, site in runtime.eval_expected.items():
-            self.new_task(job, scheduler_pb2.TASK_KIND_EVALUATE, client_id, site, runtime.deadline)
-
-    def _finish_round(self, job: Job, spec: JobSpec, runtime: RoundRuntime) -> None:
-        self.drop_tasks(job["job_id"])
-        self.to_phase(job, Phase.DONE, runtime)
-        now = self.clock()
-        self.store.update_round(job["job_id"], job["round"], ended_at=now)
-        row = self.store.round(job["job_id"], job["round"])
-        if row is not None:
-            ROUND_SECONDS.labels(job["job_id"]).observe(now - row["started_at"])
-        summary = summarize_evaluations(
-            self.store.evaluations(job["job_id"], job["round"]).get(job["round"], {})
-        )
-        if summary["mean_test_accuracy"] is not None:
-            MODEL_ACCURACY.labels(job["job_id"]).set(summary["mean_test_accuracy"])
-            MODEL_LOSS.labels(job["job_id"]).set(summary["mean_test_loss"] or 0.0)
-            log.info(
-                "job %s round %d done: mean test accuracy %.3f",
-                job["job_id"],
-                job["round"],
-                summary["mean_test_accuracy"],
-            )
-        ROUNDS.labels(job["job_id"], "completed").inc()
-        runtime.evaluated, runtime.eval_expected = set(), {}
-        runtime.declines.clear()
-        if job["round"] >= spec.rounds:
-            self.finish_job(job["job_id"], JobState.COMPLETED, "")
-            return
-        self.store.update_job(
-            job["job_id"], round=job["round"] + 1, attempt=0, phase=Phase.SELECTING
-        )
-        runtime.selected, runtime.finished = {}, set()
 
     def finish_job(self, job_id: str, state: JobState, error: str) -> None:
         self.drop_tasks(job_id)

@@ -26,6 +26,7 @@ from fedsilo.rpc.errors import (
 from fedsilo.scheduler.accounting import resolve_privacy
 from fedsilo.scheduler.core import RoundCore
 from fedsilo.scheduler.declines import Decline
+from fedsilo.scheduler.endings import accept_initial_model
 from fedsilo.scheduler.interfaces import (
     ArtifactStore,
     ClientDirectory,
@@ -167,7 +168,7 @@ class Scheduler:
         runtime = core.runtime(job["job_id"])
         if task.kind == scheduler_pb2.TASK_KIND_INITIALIZE:
             check_initial_model(request, info)
-            core.accept_initial_model(job, request, task)
+            accept_initial_model(core, job, request, task)
         else:
             core.protocol_of(job).check_update(job, task, request, info, problem)
             self._store.add_update(

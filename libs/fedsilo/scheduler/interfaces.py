@@ -11,7 +11,7 @@ from fedsilo.jobs import JobSpec
 from fedsilo.scheduler.declines import RoundDeclines
 from fedsilo.scheduler.secagg_round import SecAggState
 from fedsilo.scheduler.shards import ShardState
-from fedsilo.scheduler.store import Phase, SchedulerStore
+from fedsilo.scheduler.store import JobState, Phase, SchedulerStore
 from fedsilo.v1 import common_pb2, modelstore_pb2
 
 Job = dict[str, Any]  # a row of the jobs table, as SchedulerStore returns it
@@ -109,6 +109,7 @@ class RoundControl(Protocol):
     every protocol shares. Called with the core's lock held, from the driver or an RPC."""
 
     store: SchedulerStore
+    config: SchedulerConfig
     clients: ClientDirectory
     artifacts: ArtifactStore
     keys: KeyService | None
@@ -128,6 +129,12 @@ class RoundControl(Protocol):
         ...
 
     def drop_tasks(self, job_id: str) -> None: ...
+
+    def new_task(self, job: Job, kind: int, client_id: str, site: str, deadline: float) -> None:
+        """One task for one site (evaluation asks every live site, not only the selected)."""
+        ...
+
+    def finish_job(self, job_id: str, state: JobState, error: str) -> None: ...
 
     def drop_lost_clients(
         self, job: Mapping[str, Any], spec: JobSpec, runtime: RoundRuntime

@@ -80,4 +80,4 @@ def test_a_secure_aggregation_round_with_other_masks_is_declined(tmp_path: Path)
     assert "mask generator 'chacha20/v0'" in scheduler.declined[0].reason
     assert f"masks with {MASK_GENERATOR!r}: upgrade the older side" in scheduler.declined[0].reason
     assert "'(unnamed, older)'" in scheduler.declined[1].reason
-    assert agent._secagg == {}  # no keys were made for either round
+    assert agent.secagg.rounds == {}  # no keys were made for either round

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fedsilo.jobs import JobSpec
 from fedsilo.modelstore.client import BlobsUnavailable
-from fedsilo.scheduler.core import MAX_LOST_AGGREGATIONS
+from fedsilo.scheduler.endings import MAX_LOST_AGGREGATIONS
 from fedsilo.scheduler.engine import Scheduler
 from fedsilo.scheduler.interfaces import SchedulerConfig
 from fedsilo.scheduler.store import Phase, SchedulerStore

@@ -5,9 +5,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from fedsilo.client.simulated import PopulationStats, SimulationSettings, model_layout
 from fedsilo.jobs import ModelSpec
 from fedsilo.learning import build_model, manifest
+from fedsilo.simulation.sites import PopulationStats, SimulationSettings, model_layout
 
 
 @pytest.mark.parametrize(
