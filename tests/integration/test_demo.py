@@ -49,6 +49,11 @@ def test_demo_writes_results_and_a_convergence_plot(tmp_path: Path) -> None:
     sites = set(heart_disease.HOSPITALS)
     assert set(results["final"]["per_site"]) == sites
     assert results["final"]["mean_test_accuracy"] == results["rounds"][-1]["mean_test_accuracy"]
+    # AUC next to accuracy: every hospital's test set holds both classes.
+    final = results["final"]
+    assert 0.5 < final["metrics"]["auc"] <= 1 and 0 < final["metrics"]["average_precision"] <= 1
+    assert all("auc" in final["per_site_metrics"][site] for site in sites)
+    assert "federated test AUC" in result.stdout
     assert set(results["baselines"]["pooled"]["per_site"]) == sites
     assert set(results["baselines"]["local"]["per_site"]) == sites
     services = {p["service"] for p in results["processes"]}

@@ -91,13 +91,14 @@ def watch_job(
 def rounds_table(status: dict[str, Any]) -> Table:
     return table(
         f"{status['job_id']} ({status['algorithm']}, {status['state']})",
-        ("round", "participants", "dropped", "mean test acc", "duration s"),
+        ("round", "participants", "dropped", "mean test acc", "test auc", "duration s"),
         (
             (
                 str(row["round"]),
                 ", ".join(row["participants"]),
                 ", ".join(row["dropped"]) or "-",
                 fmt(row["mean_test_accuracy"]),
+                fmt(row.get("test_metrics", {}).get("auc")),
                 fmt(row["duration_s"], 2),
             )
             for row in status["history"]

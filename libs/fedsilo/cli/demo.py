@@ -21,7 +21,7 @@ from rich.table import Table
 
 from fedsilo.algorithms.registry import ALGORITHM_NAMES
 from fedsilo.cli.api import OperatorApi
-from fedsilo.cli.console import console, print_json, watch_job
+from fedsilo.cli.console import console, fmt, print_json, watch_job
 from fedsilo.cli.up import LocalControlPlane, start_control_plane
 from fedsilo.federations import heart_disease
 from fedsilo.jobs import JobSpec
@@ -303,11 +303,13 @@ def collect_results(
             "participants": h["participants"],
             "dropped": h["dropped"],
             "per_site": {site: m["accuracy"] for site, m in h["per_site"].items()},
+            "metrics": h["test_metrics"],
+            "per_site_metrics": h["per_site"],
         }
         for r, h in sorted(history.items())
         if r > 0
     ]
-    last = rounds[-1] if rounds else {"mean_test_accuracy": None, "per_site": {}}
+    last = rounds[-1] if rounds else {"mean_test_accuracy": None, "per_site": {}, "metrics": {}}
     return {
         "algorithm": spec.algorithm.name,
         "algorithm_params": spec.algorithm.model_dump(),
@@ -328,6 +330,10 @@ def collect_results(
         "final": {
             "mean_test_accuracy": last["mean_test_accuracy"],
             "per_site": last["per_site"],
+            # Each metric's example-weighted mean over the sites that defined it; per site,
+            # every metric and those undefined there, with why.
+            "metrics": last["metrics"],
+            "per_site_metrics": last.get("per_site_metrics", {}),
             "model_version": status["model_version"],
         },
         "baselines": baselines,
@@ -368,6 +374,10 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.json:
         print_json(results)
     say(_final_table(results))
+    say(
+        f"federated test AUC {fmt(results['final']['metrics'].get('auc'))} (example-weighted over "
+        "the hospitals), accuracy as above"
+    )
     say(
         f"job {results['job_id']} {results['state']} in {results['wall_s']:.1f}s; "
         f"wrote {out / 'results.json'} and {out / 'convergence.png'}"

@@ -328,7 +328,8 @@ class ClientAgent:
                 self.client_id,
                 task,
                 result.num_examples,
-                {"accuracy": result.accuracy, "loss": result.loss},
+                {"accuracy": result.accuracy, "loss": result.loss, **result.metrics},
+                result.undefined,
             )
         )
 

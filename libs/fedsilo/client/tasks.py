@@ -66,9 +66,14 @@ def failure_reason(error: Exception) -> str:
 
 
 def evaluation_request(
-    client_id: str, task: scheduler_pb2.Task, num_examples: int, metrics: dict[str, float]
+    client_id: str,
+    task: scheduler_pb2.Task,
+    num_examples: int,
+    metrics: dict[str, float],
+    undefined: dict[str, str] | None = None,
 ) -> scheduler_pb2.ReportEvaluationRequest:
     return scheduler_pb2.ReportEvaluationRequest(
+        undefined_metrics=undefined or {},
         client_id=client_id,
         task_id=task.task_id,
         job_id=task.job_id,

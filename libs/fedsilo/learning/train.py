@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -15,6 +15,7 @@ from torch.nn import functional
 
 from fedsilo.data import TabularData
 from fedsilo.jobs import ModelSpec
+from fedsilo.learning.metrics import MetricReport, binary_metrics
 from fedsilo.learning.models import build_model
 
 OptimizerName = Literal["sgd", "adam"]
@@ -34,6 +35,9 @@ class EvalResult:
     accuracy: float
     loss: float
     num_examples: int
+    # The task's further metrics (fedsilo.learning.metrics), and those undefined with why.
+    metrics: dict[str, float] = field(default_factory=dict)
+    undefined: dict[str, str] = field(default_factory=dict)
 
 
 def train_local(
@@ -98,7 +102,9 @@ def train_local(
 
 
 def evaluate(model: nn.Module, x: NDArray[np.float32], y: NDArray[np.float32]) -> EvalResult:
-    """Accuracy (threshold 0.5 on the sigmoid for one output, argmax otherwise) and mean loss."""
+    """Accuracy (threshold 0.5 on the sigmoid for one output, argmax otherwise), mean loss,
+    and for one output the binary metrics (AUC, average precision, ...; fedsilo.learning
+    .metrics)."""
     if x.shape[0] == 0:
         raise ValueError("cannot evaluate on zero examples")
     device = next(iter(model.parameters()), torch.empty(0)).device
@@ -115,7 +121,17 @@ def evaluate(model: nn.Module, x: NDArray[np.float32], y: NDArray[np.float32]) -
             predicted = logits.argmax(dim=-1).to(labels.dtype)
         accuracy = (predicted == labels).float().mean()
     model.train(was_training)
-    return EvalResult(accuracy=float(accuracy), loss=float(loss), num_examples=int(x.shape[0]))
+    report = MetricReport()
+    if logits.shape[-1] == 1:
+        probabilities = torch.sigmoid(logits.squeeze(-1)).double().cpu().numpy()
+        report = binary_metrics(y.astype(np.float64), probabilities)
+    return EvalResult(
+        accuracy=float(accuracy),
+        loss=float(loss),
+        num_examples=int(x.shape[0]),
+        metrics={k: v for k, v in report.values.items() if k != "accuracy"},
+        undefined=report.undefined,
+    )
 
 
 def train_centralized(

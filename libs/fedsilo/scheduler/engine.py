@@ -227,6 +227,7 @@ class Scheduler:
                 request.model_version,
                 request.num_examples,
                 dict(request.metrics),
+                dict(request.undefined_metrics),
             )
             self._core.runtime(task.job_id).evaluated.add(task.site)
             self._core.board.close(task.task_id)

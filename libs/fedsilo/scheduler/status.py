@@ -11,10 +11,29 @@ from fedsilo.scheduler.declines import latest_declines
 from fedsilo.scheduler.store import SchedulerStore
 
 
-def summarize_evaluations(per_site: Mapping[str, Mapping[str, float]]) -> dict[str, float | None]:
-    """Mean over sites (each hospital counts once, as FLamby reports) and example-weighted."""
+def federated_metrics(per_site: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Each metric's example-weighted mean over the sites that defined it."""
+    totals: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for reported in per_site.values():
+        for name, value in reported.items():
+            if name in ("num_examples", "undefined") or not isinstance(value, int | float):
+                continue
+            totals[name] = totals.get(name, 0.0) + value * reported["num_examples"]
+            counts[name] = counts.get(name, 0.0) + reported["num_examples"]
+    return {name: totals[name] / counts[name] for name in sorted(totals)}
+
+
+def summarize_evaluations(per_site: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean over sites (each hospital counts once, as FLamby reports), example-weighted, and
+    every metric's federated figure (`test_metrics`)."""
     if not per_site:
-        return {"mean_test_accuracy": None, "mean_test_loss": None, "weighted_test_accuracy": None}
+        return {
+            "mean_test_accuracy": None,
+            "mean_test_loss": None,
+            "weighted_test_accuracy": None,
+            "test_metrics": {},
+        }
     accuracies = [m["accuracy"] for m in per_site.values()]
     losses = [m.get("loss", 0.0) for m in per_site.values()]
     counts = [m["num_examples"] for m in per_site.values()]
@@ -23,6 +42,7 @@ def summarize_evaluations(per_site: Mapping[str, Mapping[str, float]]) -> dict[s
         "mean_test_loss": sum(losses) / len(losses),
         "weighted_test_accuracy": sum(a * n for a, n in zip(accuracies, counts, strict=True))
         / sum(counts),
+        "test_metrics": federated_metrics(per_site),
     }
 
 

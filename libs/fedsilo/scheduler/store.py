@@ -227,7 +227,13 @@ class SchedulerStore:
         model_version: str,
         num_examples: int,
         metrics: Mapping[str, float],
+        undefined: Mapping[str, str] | None = None,
     ) -> None:
+        """`undefined`: metrics the site could not compute on its data, with why (kept
+        beside the values, under "undefined")."""
+        stored: dict[str, object] = dict(metrics)
+        if undefined:
+            stored["undefined"] = dict(undefined)
         with self._db.transaction() as tx:
             tx.execute(
                 "INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -238,7 +244,7 @@ class SchedulerStore:
                     site,
                     model_version,
                     num_examples,
-                    json.dumps(dict(metrics)),
+                    json.dumps(stored),
                 ),
             )
 

@@ -409,6 +409,26 @@ class ReportEvaluationRequest(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class UndefinedMetricsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     TASK_ID_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
@@ -416,6 +436,7 @@ class ReportEvaluationRequest(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     NUM_EXAMPLES_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
+    UNDEFINED_METRICS_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     task_id: _builtins.str
     job_id: _builtins.str
@@ -424,6 +445,12 @@ class ReportEvaluationRequest(_message.Message):
     num_examples: _builtins.int
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    @_builtins.property
+    def undefined_metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Metrics not defined on this site's test split, with the reason (AUC when it holds one
+        class); never a made-up number.
+        """
+
     def __init__(
         self,
         *,
@@ -434,10 +461,11 @@ class ReportEvaluationRequest(_message.Message):
         model_version: _builtins.str = ...,
         num_examples: _builtins.int = ...,
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        undefined_metrics: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "job_id", b"job_id", "metrics", b"metrics", "model_version", b"model_version", "num_examples", b"num_examples", "round", b"round", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "job_id", b"job_id", "metrics", b"metrics", "model_version", b"model_version", "num_examples", b"num_examples", "round", b"round", "task_id", b"task_id", "undefined_metrics", b"undefined_metrics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fedsilo.scheduler.status import summarize_evaluations
 from fedsilo.scheduler.store import SchedulerStore
 
 
@@ -18,3 +19,19 @@ def test_evaluations_of_one_round_leave_the_others_unread(tmp_path: Path) -> Non
     assert list(one) == [2] and sorted(one[2]) == ["a", "b"]
     assert one[2]["a"] == {"accuracy": 0.5, "num_examples": 10}
     assert sorted(every) == [1, 2] and every[2] == one[2]
+
+
+def test_a_metric_is_the_weighted_mean_over_the_sites_that_defined_it(tmp_path: Path) -> None:
+    store = SchedulerStore(tmp_path / "s.db")
+    store.create_job("job-1", "test", "{}")
+    store.add_evaluation("job-1", 1, "a-1", "a", "v", 30, {"accuracy": 0.5, "auc": 0.9})
+    store.add_evaluation("job-1", 1, "b-1", "b", "v", 10, {"accuracy": 0.7, "auc": 0.5})
+    undefined = {"auc": "the test set holds one class only (5 examples of class 1)"}
+    store.add_evaluation("job-1", 1, "c-1", "c", "v", 5, {"accuracy": 1.0}, undefined)
+
+    per_site = store.evaluations("job-1", 1)[1]
+    summary = summarize_evaluations(per_site)
+
+    assert per_site["c"]["undefined"] == undefined
+    assert summary["test_metrics"]["auc"] == (30 * 0.9 + 10 * 0.5) / 40
+    assert summary["test_metrics"]["accuracy"] == (30 * 0.5 + 10 * 0.7 + 5 * 1.0) / 45
