@@ -17,12 +17,15 @@ class ApiError(RuntimeError):
     pass
 
 
+def read_endpoints(path: Path = DEFAULT_ENDPOINTS) -> dict[str, str]:
+    """What `fedsilo up` wrote about the control plane it started; empty when it did not."""
+    return dict(json.loads(path.read_text())) if path.exists() else {}
+
+
 def default_api(url: str | None = None) -> OperatorApi:
     """The operator API from --api / FEDSILO_API, the token from FEDSILO_OPERATOR_TOKEN, the CA
     from FEDSILO_CA_CERT; what is not given comes from the endpoints file of `fedsilo up`."""
-    endpoints: dict[str, str] = {}
-    if DEFAULT_ENDPOINTS.exists():
-        endpoints = json.loads(DEFAULT_ENDPOINTS.read_text())
+    endpoints = read_endpoints()
     url = url or os.environ.get("FEDSILO_API") or endpoints.get("api") or "https://127.0.0.1:8080"
     token = os.environ.get("FEDSILO_OPERATOR_TOKEN")
     if token is None and "operator_token_file" in endpoints:

@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fedsilo.cli.api import read_endpoints
 from fedsilo.cli.console import console, print_json, table
 from fedsilo.cli.up import PROCESSES_FILE, START_TIMEOUT_S
+from fedsilo.rpc.healthcheck import check
 
 STOP_TIMEOUT_S = 60.0
 
@@ -110,8 +112,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from fedsilo.cli.up import start_control_plane
 
     plane = start_control_plane(state_dir, aggregators=args.aggregators)
-    plane.write_processes()
-    _print_plane(json.loads((state_dir / PROCESSES_FILE).read_text()), plane.endpoints(), args.json)
+    _print_plane(plane.write_processes(), plane.endpoints(), args.json)
     if not args.json:
         console.print(f"endpoints written to {state_dir / 'endpoints.json'}; Ctrl-C stops")
     sys.stdout.flush()
@@ -150,8 +151,7 @@ def _up_detached(args: argparse.Namespace, state_dir: Path) -> int:
     while time.monotonic() < deadline:
         record = _read_processes(state_dir)
         if record is not None and record["pid"] == child.pid:
-            endpoints = json.loads((state_dir / "endpoints.json").read_text())
-            _print_plane(record, endpoints, args.json)
+            _print_plane(record, read_endpoints(state_dir / "endpoints.json"), args.json)
             if not args.json:
                 console.print(f"log: {log_path}; `fedsilo down` stops it")
             return 0
@@ -202,21 +202,6 @@ def _wait_gone(pid: int, timeout_s: float) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def service_health(health_port: int, timeout_s: float = 2.0) -> str:
-    """The service's gRPC health status (its plaintext health port), or why there is none."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with grpc.insecure_channel(f"127.0.0.1:{health_port}") as channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout_s
-            )
-        except grpc.RpcError as error:
-            return f"unreachable ({error.code().name})"
-    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     state_dir, record = _started(args)
     if record is None:
@@ -224,7 +209,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = []
     for service in record["services"]:
         running = _alive(int(service["pid"]))
-        health = service_health(int(service["health_port"])) if running else "-"
+        health = check(f"127.0.0.1:{service['health_port']}", 2.0) if running else "-"
         rows.append({**service, "running": running, "health": health})
     healthy = all(row["running"] and row["health"] == "SERVING" for row in rows)
     if args.json:
@@ -252,9 +237,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_client(args: argparse.Namespace) -> int:
     """Run one institution's agent in this process (the service's own entry point)."""
-    endpoints: dict[str, str] = {}
-    if Path(args.endpoints).exists():
-        endpoints = json.loads(Path(args.endpoints).read_text())
+    endpoints = read_endpoints(Path(args.endpoints))
     registry = args.registry or endpoints.get("registry_sites")
     ca_cert = args.ca_cert or endpoints.get("ca_cert")
     if not registry:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from fedsilo.cli.api import DEFAULT_ENDPOINTS, OperatorApi
+from fedsilo.cli.api import OperatorApi, read_endpoints
 from fedsilo.cli.console import (
     console,
     print_job,
@@ -124,15 +124,9 @@ def cmd_model_pull(args: argparse.Namespace, api: OperatorApi) -> int:
     return 0
 
 
-def _local_endpoints() -> dict[str, str]:
-    if DEFAULT_ENDPOINTS.exists():
-        return dict(json.loads(DEFAULT_ENDPOINTS.read_text()))
-    return {}
-
-
 def cmd_site_add(args: argparse.Namespace, api: OperatorApi) -> int:
     issued = api.add_site(args.name, ttl_s=args.ttl_hours * 3600)
-    endpoints = _local_endpoints()
+    endpoints = read_endpoints()
     registry = endpoints.get("registry_sites", "REGISTRY")
     ca_cert = endpoints.get("ca_cert", "CA_CERT")
     if args.json:

@@ -13,6 +13,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fedsilo.cli.api import OperatorApi
 from fedsilo.cli.processes import ServiceProcess, spawn, stop_all
@@ -95,23 +96,18 @@ class LocalControlPlane:
         path.write_text(json.dumps(self.endpoints(), indent=2))
         return path
 
-    def write_processes(self) -> Path:
+    def write_processes(self) -> dict[str, Any]:
         """What `fedsilo down` stops and `fedsilo status` checks: this process and each
-        service's pid and ports."""
-        path = self.state_dir / PROCESSES_FILE
-        path.write_text(
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "services": [
-                        {"name": p.name, "pid": p.pid, **p.info, "log": str(p.log_path)}
-                        for p in self.processes
-                    ],
-                },
-                indent=2,
-            )
-        )
-        return path
+        service's pid and ports; returns what it wrote."""
+        record = {
+            "pid": os.getpid(),
+            "services": [
+                {"name": p.name, "pid": p.pid, **p.info, "log": str(p.log_path)}
+                for p in self.processes
+            ],
+        }
+        (self.state_dir / PROCESSES_FILE).write_text(json.dumps(record, indent=2))
+        return record
 
     def start_client(self, site: str, site_config: Path, **extra_env: str) -> ServiceProcess:
         env = {
