@@ -12,6 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fedsilo.algorithms.registry import AlgorithmParams, FedAvgParams
 from fedsilo.paillier import PackingSpec
 from fedsilo.privacy import DifferentialPrivacy
+from fedsilo.tasks import (
+    Category,
+    LossSpec,
+    MetricName,
+    TargetScaling,
+    TaskName,
+    default_metric,
+    task_problem,
+)
 
 
 class JobSpecError(ValueError):
@@ -23,7 +32,11 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Literal["logistic_regression", "mlp"] = "logistic_regression"
+    name: Literal["logistic_regression", "linear", "mlp", "cox"] = Field(
+        "logistic_regression",
+        description="logistic_regression or linear: one linear layer (a head per class for "
+        "multiclass); mlp: hidden layers; cox: a linear risk score without intercept",
+    )
     hidden: list[int] = Field(default_factory=list, description="hidden layer widths (mlp)")
     dropout: float = Field(0.0, ge=0, lt=1)
 
@@ -31,8 +44,8 @@ class ModelSpec(BaseModel):
     def _hidden_matches_name(self) -> ModelSpec:
         if self.name == "mlp" and not self.hidden:
             raise ValueError("model 'mlp' needs at least one hidden layer width in 'hidden'")
-        if self.name == "logistic_regression" and self.hidden:
-            raise ValueError("model 'logistic_regression' takes no 'hidden' layers")
+        if self.name != "mlp" and self.hidden:
+            raise ValueError(f"model '{self.name}' takes no 'hidden' layers")
         if any(width <= 0 for width in self.hidden):
             raise ValueError("hidden layer widths must be positive")
         return self
@@ -86,6 +99,18 @@ class JobSpec(BaseModel):
 
     name: str = Field("job", min_length=1, max_length=120)
     dataset: str = Field(..., min_length=1, description="dataset name each site declares")
+    task: TaskName | None = Field(
+        None, description="binary, multiclass, regression, survival; None: what sites' labels imply"
+    )
+    classes: list[Category] | None = Field(
+        None, min_length=2, description="the class labels, in output order (binary: neg, pos)"
+    )
+    loss: LossSpec = Field(default_factory=LossSpec)
+    target: TargetScaling = Field(default_factory=TargetScaling)
+    metric: MetricName | None = Field(
+        None,
+        description="the primary metric; None: the task's default (auc, macro_f1, r2, c_index)",
+    )
     model: ModelSpec = Field(default_factory=ModelSpec)
     algorithm: AlgorithmParams = Field(default_factory=FedAvgParams)
     rounds: int = Field(15, ge=1, le=100_000)
@@ -125,6 +150,37 @@ class JobSpec(BaseModel):
                     f"paillier.max_clients ({self.paillier.max_clients}): sums would overflow"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> JobSpec:
+        if self.classes is not None and len({str(c) for c in self.classes}) != len(self.classes):
+            raise ValueError(f"classes repeat a label: {self.classes}")
+        if self.task is not None:
+            problem = self.task_problem(self.task)
+            if problem:
+                raise ValueError(problem)
+        return self
+
+    def task_problem(self, task: str) -> str | None:
+        """What does not fit if this job runs `task` (a site checks the task its labels
+        imply when the job names none)."""
+        return task_problem(
+            task,
+            classes=self.classes,
+            loss=self.loss,
+            target=self.target,
+            metric=self.metric,
+            model=self.model.name,
+            sample_dp=self.privacy is not None and self.privacy.mode == "sample",
+        )
+
+    @property
+    def primary_metric(self) -> str | None:
+        """The metric that drives progress: the job's, else its task's default; None when
+        the job leaves both to the sites' labels."""
+        if self.metric is not None:
+            return self.metric
+        return default_metric(self.task) if self.task is not None else None
 
     @model_validator(mode="after")
     def _quorum_reachable(self) -> JobSpec:

@@ -58,6 +58,12 @@ JOB_RUNNING = Gauge("fedsilo_job_running", "1 while a job runs, 0 once it has fi
 MODEL_ACCURACY = Gauge(
     "fedsilo_global_model_accuracy", "mean test accuracy of the global model over sites", ["job_id"]
 )
+MODEL_METRIC = Gauge(
+    "fedsilo_global_model_metric",
+    "the job's primary metric for the global model: its example-weighted mean over the sites "
+    "that defined it (auc, macro_f1, r2, c_index, ...)",
+    ["job_id", "metric"],
+)
 MODEL_LOSS = Gauge("fedsilo_global_model_loss", "mean test loss of the global model", ["job_id"])
 PRIVACY_EPSILON = Gauge(
     "fedsilo_privacy_epsilon", "differential-privacy epsilon spent by a job so far", ["job_id"]

@@ -43,8 +43,8 @@ def decline_line(decline: dict[str, Any]) -> str:
 def watch_job(
     api: OperatorApi, job_id: str, *, quiet: bool = False, poll_s: float = 0.5
 ) -> dict[str, Any]:
-    """Follow a job to its end with a progress bar showing the current mean test accuracy;
-    each site's decline is printed as soon as the scheduler has it."""
+    """Follow a job to its end with a progress bar showing the job's primary test metric (its
+    federated figure); each site's decline is printed as soon as the scheduler has it."""
     status = api.job(job_id)
     shown: set[tuple[int, str, str]] = set()
     with Progress(
@@ -52,14 +52,17 @@ def watch_job(
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn(
-            "round {task.fields[round]}  {task.fields[phase]:<12} mean test acc {task.fields[acc]}"
+            "round {task.fields[round]}  {task.fields[phase]:<12} "
+            "test {task.fields[metric]} {task.fields[value]}"
         ),
         TimeElapsedColumn(),
         console=console,
         disable=quiet,
         transient=False,
     ) as progress:
-        bar = progress.add_task(job_id, total=status["rounds"], round=0, phase="", acc="-")
+        bar = progress.add_task(
+            job_id, total=status["rounds"], round=0, phase="", metric="", value="-"
+        )
         while True:
             status = api.job(job_id)
             for decline in status.get("declines", []):
@@ -68,11 +71,11 @@ def watch_job(
                     progress.console.print(f"[yellow]round {key[0]}: {decline_line(decline)}")
                 shown.add(key)
             done = [h for h in status["history"] if h["ended_at"] and h["round"] > 0]
-            accuracy = next(
+            value = next(
                 (
-                    h["mean_test_accuracy"]
+                    h["test_metric"]
                     for h in reversed(status["history"])
-                    if h["mean_test_accuracy"] is not None
+                    if h["test_metric"] is not None
                 ),
                 None,
             )
@@ -81,7 +84,8 @@ def watch_job(
                 completed=len(done),
                 round=status["round"],
                 phase=status["phase"],
-                acc=fmt(accuracy),
+                metric=status["metric"],
+                value=fmt(value),
             )
             if status["state"] in TERMINAL_STATES:
                 return status
@@ -91,14 +95,21 @@ def watch_job(
 def rounds_table(status: dict[str, Any]) -> Table:
     return table(
         f"{status['job_id']} ({status['algorithm']}, {status['state']})",
-        ("round", "participants", "dropped", "mean test acc", "test auc", "duration s"),
+        (
+            "round",
+            "participants",
+            "dropped",
+            f"test {status['metric']}",
+            "mean test acc",
+            "duration s",
+        ),
         (
             (
                 str(row["round"]),
                 ", ".join(row["participants"]),
                 ", ".join(row["dropped"]) or "-",
+                fmt(row["test_metric"]),
                 fmt(row["mean_test_accuracy"]),
-                fmt(row.get("test_metrics", {}).get("auc")),
                 fmt(row["duration_s"], 2),
             )
             for row in status["history"]

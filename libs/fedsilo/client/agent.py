@@ -18,7 +18,7 @@ import torch
 from fedsilo.algorithms.registry import proximal_mu
 from fedsilo.client.ledger import PrivacyLedger
 from fedsilo.client.secagg_participant import SecAggParticipant
-from fedsilo.client.site import TrainingSettings, describe_site, local_seed
+from fedsilo.client.site import SiteDatasets, TrainingSettings, describe_site, local_seed
 from fedsilo.client.tasks import (
     TaskDeclined,
     decline_request,
@@ -27,7 +27,7 @@ from fedsilo.client.tasks import (
     task_kind_name,
     update_request,
 )
-from fedsilo.data import SiteConfig, TabularData, load_tabular
+from fedsilo.data import SiteConfig, TabularData
 from fedsilo.jobs import JobSpec, PaillierSettings
 from fedsilo.learning import build_model, evaluate, flatten, load_flat, manifest, train_local
 from fedsilo.modelstore.client import ModelStoreClient
@@ -77,7 +77,7 @@ class ClientAgent:
         self._config = config
         self._plane = plane
         self._poll_s = poll_s
-        self._data: dict[str, TabularData] = {}
+        self._datasets = SiteDatasets(config)
         self._models: OrderedDict[str, np.ndarray] = OrderedDict()
         self.client_id = ""
         self._ledger = PrivacyLedger(config.site, state_dir)
@@ -91,17 +91,11 @@ class ClientAgent:
             SITE_MAX_EPSILON.labels(self.site).set(config.policy.max_epsilon)
 
     # data and models -----------------------------------------------------------------------
-    def dataset(self, name: str) -> TabularData:
-        if name not in self._data:
-            try:
-                spec = self._config.dataset(name)
-            except KeyError as error:
-                raise TaskDeclined(str(error.args[0]) if error.args else str(error)) from None
-            self._data[name] = load_tabular(spec)
-        return self._data[name]
+    def dataset(self, job: JobSpec) -> TabularData:
+        return self._datasets.for_job(job)
 
     def capabilities(self) -> registry_pb2.Capabilities:
-        return describe_site(self._config, self.dataset)
+        return describe_site(self._config, self._datasets.describe)
 
     def _global_vector(self, digest: str) -> np.ndarray:
         if digest not in self._models:
@@ -113,7 +107,9 @@ class ClientAgent:
     def _model_for(
         self, spec: JobSpec, data: TabularData, task: scheduler_pb2.Task
     ) -> torch.nn.Module:
-        model = build_model(spec.model, data.num_features, seed=spec.seed)
+        model = build_model(
+            spec.model, data.num_features, num_outputs=data.task.num_outputs, seed=spec.seed
+        )
         expected = task.manifest.num_parameters
         vector = self._global_vector(task.model_version)
         if vector.size != expected:
@@ -211,15 +207,15 @@ class ClientAgent:
         )
 
     def _enforce_policy(self, spec: JobSpec) -> None:
-        violation = policy_violation(
-            self._config.policy, spec, self.dataset(spec.dataset).num_train
-        )
+        violation = policy_violation(self._config.policy, spec, self.dataset(spec).num_train)
         if violation is not None:
             raise TaskDeclined(f"site policy: {violation}")
 
     def _initialize(self, task: scheduler_pb2.Task, spec: JobSpec) -> None:
-        data = self.dataset(spec.dataset)
-        model = build_model(spec.model, data.num_features, seed=spec.seed)
+        data = self.dataset(spec)
+        model = build_model(
+            spec.model, data.num_features, num_outputs=data.task.num_outputs, seed=spec.seed
+        )
         vector = flatten(model)
         entries = manifest(model)
         self._submit(
@@ -244,7 +240,7 @@ class ClientAgent:
                     packing.num_ciphertexts(task.manifest.num_parameters),
                 )
             }
-        data = self.dataset(spec.dataset)
+        data = self.dataset(spec)
         model = self._model_for(spec, data, task)
         start_vector = self._global_vector(task.model_version)
         mu = proximal_mu(spec.algorithm)
@@ -320,16 +316,17 @@ class ClientAgent:
         )
 
     def _evaluate(self, task: scheduler_pb2.Task, spec: JobSpec) -> None:
-        data = self.dataset(spec.dataset)
+        data = self.dataset(spec)
         model = self._model_for(spec, data, task)
-        result = evaluate(model, data.x_test, data.y_test)
+        result = evaluate(model, data.x_test, data.y_test, data.task)
         self._plane.scheduler.ReportEvaluation(
             evaluation_request(
                 self.client_id,
                 task,
                 result.num_examples,
-                {"accuracy": result.accuracy, "loss": result.loss, **result.metrics},
+                {"loss": result.loss, **result.metrics},
                 result.undefined,
+                primary_metric=data.task.metric,
             )
         )
 

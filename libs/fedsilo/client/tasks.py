@@ -71,9 +71,11 @@ def evaluation_request(
     num_examples: int,
     metrics: dict[str, float],
     undefined: dict[str, str] | None = None,
+    primary_metric: str = "",
 ) -> scheduler_pb2.ReportEvaluationRequest:
     return scheduler_pb2.ReportEvaluationRequest(
         undefined_metrics=undefined or {},
+        primary_metric=primary_metric,
         client_id=client_id,
         task_id=task.task_id,
         job_id=task.job_id,

@@ -16,6 +16,7 @@ from fedsilo.learning.train import (
     TrainResult,
     evaluate,
     pool_train_splits,
+    predict,
     train_centralized,
     train_local,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "manifest_from_json",
     "manifest_to_json",
     "pool_train_splits",
+    "predict",
     "state_dict_from_flat",
     "train_centralized",
     "train_local",

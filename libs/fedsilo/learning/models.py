@@ -22,8 +22,11 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         match spec.name:
-            case "logistic_regression":
+            case "logistic_regression" | "linear":
                 return nn.Sequential(nn.Linear(in_features, num_outputs))
+            case "cox":
+                # The partial likelihood does not see an intercept: the risk score has none.
+                return nn.Sequential(nn.Linear(in_features, num_outputs, bias=False))
             case "mlp":
                 layers: list[nn.Module] = []
                 width = in_features

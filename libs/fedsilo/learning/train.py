@@ -1,4 +1,5 @@
-"""Local training and evaluation on a site's tabular data, and the pooled baseline."""
+"""Local training and evaluation on a site's tabular data for its task, and the pooled
+baseline."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import nn
-from torch.nn import functional
 
 from fedsilo.data import TabularData
 from fedsilo.jobs import ModelSpec
-from fedsilo.learning.metrics import MetricReport, binary_metrics
+from fedsilo.learning.losses import task_loss
+from fedsilo.learning.metrics import task_metrics
 from fedsilo.learning.models import build_model
+from fedsilo.tasks import BINARY, LearningTask
 
 OptimizerName = Literal["sgd", "adam"]
 
@@ -32,12 +34,15 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class EvalResult:
-    accuracy: float
     loss: float
     num_examples: int
-    # The task's further metrics (fedsilo.learning.metrics), and those undefined with why.
+    # The task's metrics (fedsilo.learning.metrics), and those undefined here with why.
     metrics: dict[str, float] = field(default_factory=dict)
     undefined: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.metrics.get("accuracy")
 
 
 def train_local(
@@ -74,6 +79,7 @@ def train_local(
     device = params[0].device
     x = torch.from_numpy(data.x_train).to(device)
     y = torch.from_numpy(data.y_train).to(device)
+    data_loss = task_loss(data.task)
     step_optimizer = make_optimizer(optimizer, params, learning_rate)
     sampler = torch.Generator().manual_seed(seed)
     order = torch.empty(0, dtype=torch.long)
@@ -101,37 +107,52 @@ def train_local(
     return TrainResult(num_examples=data.num_train, mean_loss=total_loss / steps, steps=steps)
 
 
-def evaluate(model: nn.Module, x: NDArray[np.float32], y: NDArray[np.float32]) -> EvalResult:
-    """Accuracy (threshold 0.5 on the sigmoid for one output, argmax otherwise), mean loss,
-    and for one output the binary metrics (AUC, average precision, ...; fedsilo.learning
-    .metrics)."""
+def evaluate(
+    model: nn.Module, x: NDArray[np.float32], y: NDArray[np.float32], task: LearningTask = BINARY
+) -> EvalResult:
+    """The task's mean loss and every metric of the task on (x, y)."""
     if x.shape[0] == 0:
         raise ValueError("cannot evaluate on zero examples")
+    outputs = _outputs(model, x)
+    labels = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)).to(outputs.device)
+    loss = task_loss(task)(outputs, labels)
+    report = task_metrics(task, np.asarray(y, dtype=np.float64), _scores(task, outputs))
+    return EvalResult(
+        loss=float(loss),
+        num_examples=int(x.shape[0]),
+        metrics=report.values,
+        undefined=report.undefined,
+    )
+
+
+def predict(model: nn.Module, x: NDArray[np.float32], task: LearningTask) -> NDArray[np.float64]:
+    """What the metrics score: the positive class's probability (binary), the classes'
+    probabilities (multiclass), the prediction in the target's units (regression), the risk
+    score (survival: higher means an earlier event)."""
+    return _scores(task, _outputs(model, x))
+
+
+def _outputs(model: nn.Module, x: NDArray[np.float32]) -> torch.Tensor:
     device = next(iter(model.parameters()), torch.empty(0)).device
     features = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
-    labels = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)).to(device)
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        logits = model(features)
-        loss = data_loss(logits, labels)
-        if logits.shape[-1] == 1:
-            predicted = (logits.squeeze(-1) >= 0).to(labels.dtype)
-        else:
-            predicted = logits.argmax(dim=-1).to(labels.dtype)
-        accuracy = (predicted == labels).float().mean()
+        outputs = model(features)
     model.train(was_training)
-    report = MetricReport()
-    if logits.shape[-1] == 1:
-        probabilities = torch.sigmoid(logits.squeeze(-1)).double().cpu().numpy()
-        report = binary_metrics(y.astype(np.float64), probabilities)
-    return EvalResult(
-        accuracy=float(accuracy),
-        loss=float(loss),
-        num_examples=int(x.shape[0]),
-        metrics={k: v for k, v in report.values.items() if k != "accuracy"},
-        undefined=report.undefined,
-    )
+    return outputs
+
+
+def _scores(task: LearningTask, outputs: torch.Tensor) -> NDArray[np.float64]:
+    values = outputs.double().cpu()
+    match task.name:
+        case "binary":
+            return torch.sigmoid(values.squeeze(-1)).numpy()
+        case "multiclass":
+            return torch.softmax(values, dim=-1).numpy()
+        case "regression":
+            return (values.squeeze(-1) * task.target.scale + task.target.center).numpy()
+    return values.squeeze(-1).numpy()
 
 
 def train_centralized(
@@ -156,7 +177,9 @@ def train_centralized(
     if epochs is not None:
         steps = epochs * math.ceil(pooled.num_train / batch_size)
     assert steps is not None
-    model = build_model(model_spec, pooled.num_features, seed=seed)
+    model = build_model(
+        model_spec, pooled.num_features, num_outputs=pooled.task.num_outputs, seed=seed
+    )
     train_local(
         model,
         pooled,
@@ -180,12 +203,15 @@ def pool_train_splits(datasets: Sequence[TabularData]) -> TabularData:
                 f"dataset {index} has features {list(data.feature_names)}, "
                 f"dataset 0 has {list(names)}: sites must declare the same columns to pool"
             )
+        if data.task != datasets[0].task:
+            raise ValueError(f"dataset {index} was loaded for another task than dataset 0")
     return TabularData(
         feature_names=names,
         x_train=np.concatenate([data.x_train for data in datasets]),
         y_train=np.concatenate([data.y_train for data in datasets]),
         x_test=np.concatenate([data.x_test for data in datasets]),
         y_test=np.concatenate([data.y_test for data in datasets]),
+        task=datasets[0].task,
     )
 
 
@@ -197,19 +223,6 @@ def make_optimizer(
     if name == "adam":
         return torch.optim.Adam(params, lr=learning_rate)
     raise ValueError(f"unknown optimizer '{name}'; choose sgd or adam")
-
-
-def data_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean binary (one output) or multi-class cross-entropy; 0 for an empty batch, which
-    Poisson sampling in DP-SGD can draw."""
-    count = max(int(labels.shape[0]), 1)
-    if logits.shape[-1] == 1:
-        total = functional.binary_cross_entropy_with_logits(
-            logits.squeeze(-1), labels, reduction="sum"
-        )
-    else:
-        total = functional.cross_entropy(logits, labels.long(), reduction="sum")
-    return total / count
 
 
 def _squared_distance(params: list[nn.Parameter], anchors: list[torch.Tensor]) -> torch.Tensor:

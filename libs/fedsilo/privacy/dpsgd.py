@@ -29,7 +29,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedsilo.data import TabularData
-from fedsilo.learning.train import OptimizerName, data_loss, make_optimizer
+from fedsilo.learning.losses import task_loss
+from fedsilo.learning.train import OptimizerName, make_optimizer
 
 # Opacus warns on every engine built without secure_mode (the module docstring says why), and
 # torch on every backward through Opacus's hooks when the inputs need no gradient, as here.
@@ -174,6 +175,12 @@ def train_private(
     )
     device = next(model.parameters()).device
     devices = [device.index or 0] if device.type == "cuda" else []
+    if data.task.name == "survival":
+        raise ValueError(
+            "DP-SGD bounds each example's own loss term; the Cox partial likelihood couples "
+            "examples through their risk sets, so use client-level DP for survival"
+        )
+    data_loss = task_loss(data.task)
     total_loss, nonempty = 0.0, 0
     try:
         # Dropout draws from the global generator: seed it for reproducibility, then restore.

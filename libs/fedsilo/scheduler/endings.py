@@ -17,9 +17,16 @@ from fedsilo.scheduler.accounting import account_privacy
 from fedsilo.scheduler.interfaces import Job, RoundControl, RoundRuntime, TaskInfo
 from fedsilo.scheduler.jobrows import job_manifest, job_spec
 from fedsilo.scheduler.protocols.base import RoundProtocol
-from fedsilo.scheduler.status import summarize_evaluations
+from fedsilo.scheduler.status import primary_metric, summarize_evaluations
 from fedsilo.scheduler.store import JobState, Phase
-from fedsilo.telemetry import CLIENTS_DROPPED, MODEL_ACCURACY, MODEL_LOSS, ROUND_SECONDS, ROUNDS
+from fedsilo.telemetry import (
+    CLIENTS_DROPPED,
+    MODEL_ACCURACY,
+    MODEL_LOSS,
+    MODEL_METRIC,
+    ROUND_SECONDS,
+    ROUNDS,
+)
 from fedsilo.v1 import modelstore_pb2, scheduler_pb2
 
 log = logging.getLogger("fedsilo.scheduler")
@@ -161,17 +168,21 @@ def finish_round(control: RoundControl, job: Job, spec: JobSpec, runtime: RoundR
     row = control.store.round(job["job_id"], job["round"])
     if row is not None:
         ROUND_SECONDS.labels(job["job_id"]).observe(now - row["started_at"])
-    summary = summarize_evaluations(
-        control.store.evaluations(job["job_id"], job["round"]).get(job["round"], {})
-    )
+    per_site = control.store.evaluations(job["job_id"], job["round"]).get(job["round"], {})
+    metric = primary_metric(json.loads(job["spec_json"]), per_site)
+    summary = summarize_evaluations(per_site, metric)
     if summary["mean_test_accuracy"] is not None:
         MODEL_ACCURACY.labels(job["job_id"]).set(summary["mean_test_accuracy"])
-        MODEL_LOSS.labels(job["job_id"]).set(summary["mean_test_loss"] or 0.0)
+    if summary["mean_test_loss"] is not None:
+        MODEL_LOSS.labels(job["job_id"]).set(summary["mean_test_loss"])
+    if summary["test_metric"] is not None:
+        MODEL_METRIC.labels(job["job_id"], metric).set(summary["test_metric"])
         log.info(
-            "job %s round %d done: mean test accuracy %.3f",
+            "job %s round %d done: test %s %.3f",
             job["job_id"],
             job["round"],
-            summary["mean_test_accuracy"],
+            metric,
+            summary["test_metric"],
         )
     ROUNDS.labels(job["job_id"], "completed").inc()
     runtime.evaluated, runtime.eval_expected = set(), {}

@@ -216,8 +216,8 @@ class Scheduler:
                 raise failed_precondition(f"evaluation task {request.task_id} is not open")
             if task.client_id != request.client_id:
                 raise permission_denied(f"task {request.task_id} belongs to another client")
-            if request.num_examples <= 0 or "accuracy" not in request.metrics:
-                raise invalid_argument("an evaluation needs num_examples > 0 and 'accuracy'")
+            if request.num_examples <= 0 or not request.metrics:
+                raise invalid_argument("an evaluation needs num_examples > 0 and its metrics")
             self._job_or_raise(task.job_id)
             self._store.add_evaluation(
                 task.job_id,
@@ -228,16 +228,17 @@ class Scheduler:
                 request.num_examples,
                 dict(request.metrics),
                 dict(request.undefined_metrics),
+                request.primary_metric,
             )
             self._core.runtime(task.job_id).evaluated.add(task.site)
             self._core.board.close(task.task_id)
             self._wake.notify_all()
         log.info(
-            "job %s round %d: %s accuracy %.3f",
+            "job %s round %d: %s evaluated (%s)",
             task.job_id,
             task.round,
             task.site,
-            request.metrics["accuracy"],
+            ", ".join(f"{name} {value:.3f}" for name, value in sorted(request.metrics.items())),
         )
 
     def decline_task(self, request: scheduler_pb2.DeclineTaskRequest) -> None:

@@ -9,6 +9,10 @@ from typing import Any
 
 from fedsilo.scheduler.declines import latest_declines
 from fedsilo.scheduler.store import SchedulerStore
+from fedsilo.tasks import default_metric
+
+# What a stored evaluation holds besides its metric values.
+_NOT_METRICS = ("num_examples", "undefined", "primary_metric")
 
 
 def federated_metrics(per_site: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
@@ -17,32 +21,44 @@ def federated_metrics(per_site: Mapping[str, Mapping[str, Any]]) -> dict[str, fl
     counts: dict[str, float] = {}
     for reported in per_site.values():
         for name, value in reported.items():
-            if name in ("num_examples", "undefined") or not isinstance(value, int | float):
+            if name in _NOT_METRICS or not isinstance(value, int | float):
                 continue
             totals[name] = totals.get(name, 0.0) + value * reported["num_examples"]
             counts[name] = counts.get(name, 0.0) + reported["num_examples"]
     return {name: totals[name] / counts[name] for name in sorted(totals)}
 
 
-def summarize_evaluations(per_site: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean over sites (each hospital counts once, as FLamby reports), example-weighted, and
-    every metric's federated figure (`test_metrics`)."""
-    if not per_site:
-        return {
-            "mean_test_accuracy": None,
-            "mean_test_loss": None,
-            "weighted_test_accuracy": None,
-            "test_metrics": {},
-        }
-    accuracies = [m["accuracy"] for m in per_site.values()]
-    losses = [m.get("loss", 0.0) for m in per_site.values()]
-    counts = [m["num_examples"] for m in per_site.values()]
+def primary_metric(spec: Mapping[str, Any], per_site: Mapping[str, Mapping[str, Any]]) -> str:
+    """The job's primary metric: the job's own, else its task's default, else the one most
+    sites resolved from their labels (a job that leaves its task to them)."""
+    if spec.get("metric"):
+        return str(spec["metric"])
+    if spec.get("task"):
+        return default_metric(str(spec["task"]))
+    named = [str(m["primary_metric"]) for m in per_site.values() if m.get("primary_metric")]
+    return max(sorted(set(named)), key=named.count) if named else "accuracy"
+
+
+def summarize_evaluations(
+    per_site: Mapping[str, Mapping[str, Any]], metric: str = "accuracy"
+) -> dict[str, Any]:
+    """The primary `metric`'s federated figure (`test_metric`), every metric's
+    (`test_metrics`), and accuracy's mean over the sites (each hospital once, as FLamby
+    reports) and example-weighted, for the sites that report accuracy."""
+    metrics = federated_metrics(per_site)
+    accuracies = [(m["accuracy"], m["num_examples"]) for m in per_site.values() if "accuracy" in m]
+    losses = [m["loss"] for m in per_site.values() if "loss" in m]
     return {
-        "mean_test_accuracy": sum(accuracies) / len(accuracies),
-        "mean_test_loss": sum(losses) / len(losses),
-        "weighted_test_accuracy": sum(a * n for a, n in zip(accuracies, counts, strict=True))
-        / sum(counts),
-        "test_metrics": federated_metrics(per_site),
+        "metric": metric,
+        "test_metric": metrics.get(metric),
+        "mean_test_accuracy": sum(a for a, _ in accuracies) / len(accuracies)
+        if accuracies
+        else None,
+        "mean_test_loss": sum(losses) / len(losses) if losses else None,
+        "weighted_test_accuracy": sum(a * n for a, n in accuracies) / sum(n for _, n in accuracies)
+        if accuracies
+        else None,
+        "test_metrics": metrics,
     }
 
 
@@ -58,6 +74,7 @@ def job_summary(job: Mapping[str, Any]) -> dict[str, Any]:
         "attempt": job["attempt"],
         "algorithm": spec["algorithm"]["name"],
         "dataset": spec["dataset"],
+        "task": spec.get("task"),
         "model_version": job["model_version"],
         "created_at": job["created_at"],
         "updated_at": job["updated_at"],
@@ -68,6 +85,8 @@ def job_summary(job: Mapping[str, Any]) -> dict[str, Any]:
 def job_status(store: SchedulerStore, job: Mapping[str, Any]) -> dict[str, Any]:
     job_id = job["job_id"]
     evaluations = store.evaluations(job_id)
+    spec = json.loads(job["spec_json"])
+    metric = primary_metric(spec, {k: v for e in evaluations.values() for k, v in e.items()})
     history, sites = [], {}
     for row in store.rounds(job_id):
         per_site = evaluations.get(row["round"], {})
@@ -85,14 +104,18 @@ def job_status(store: SchedulerStore, job: Mapping[str, Any]) -> dict[str, Any]:
                 "duration_s": (row["ended_at"] - row["started_at"]) if row["ended_at"] else None,
                 "phase_seconds": row["phases"],
                 "epsilon": row["epsilon"],
-                "per_site": per_site,
-                **summarize_evaluations(per_site),
+                "per_site": {
+                    site: {k: v for k, v in m.items() if k != "primary_metric"}
+                    for site, m in per_site.items()
+                },
+                **summarize_evaluations(per_site, metric),
             }
         )
     stored_events = store.events(job_id)
     return {
         **job_summary(job),
-        "spec": json.loads(job["spec_json"]),
+        "metric": metric,
+        "spec": spec,
         "history": history,
         "events": [
             {k: e[k] for k in ("at", "round", "kind", "client_id", "detail")} for e in stored_events

@@ -228,12 +228,16 @@ class SchedulerStore:
         num_examples: int,
         metrics: Mapping[str, float],
         undefined: Mapping[str, str] | None = None,
+        primary_metric: str = "",
     ) -> None:
         """`undefined`: metrics the site could not compute on its data, with why (kept
-        beside the values, under "undefined")."""
+        beside the values, under "undefined"); `primary_metric`: the job's primary metric as
+        the site resolved it (under "primary_metric")."""
         stored: dict[str, object] = dict(metrics)
         if undefined:
             stored["undefined"] = dict(undefined)
+        if primary_metric:
+            stored["primary_metric"] = primary_metric
         with self._db.transaction() as tx:
             tx.execute(
                 "INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -437,12 +437,17 @@ class ReportEvaluationRequest(_message.Message):
     NUM_EXAMPLES_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     UNDEFINED_METRICS_FIELD_NUMBER: _builtins.int
+    PRIMARY_METRIC_FIELD_NUMBER: _builtins.int
     client_id: _builtins.str
     task_id: _builtins.str
     job_id: _builtins.str
     round: _builtins.int
     model_version: _builtins.str
     num_examples: _builtins.int
+    primary_metric: _builtins.str
+    """The job's primary metric as the site resolved it (the job's, else its task's default):
+    what drives progress when the job leaves its task to the sites' labels.
+    """
     @_builtins.property
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     @_builtins.property
@@ -462,10 +467,11 @@ class ReportEvaluationRequest(_message.Message):
         num_examples: _builtins.int = ...,
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         undefined_metrics: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        primary_metric: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "job_id", b"job_id", "metrics", b"metrics", "model_version", b"model_version", "num_examples", b"num_examples", "round", b"round", "task_id", b"task_id", "undefined_metrics", b"undefined_metrics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "job_id", b"job_id", "metrics", b"metrics", "model_version", b"model_version", "num_examples", b"num_examples", "primary_metric", b"primary_metric", "round", b"round", "task_id", b"task_id", "undefined_metrics", b"undefined_metrics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from fedsilo.data import TabularData
+from fedsilo.tasks import LearningTask
 from fedsilo.jobs import ModelSpec
 from fedsilo.learning import (
     build_model,
@@ -113,12 +114,15 @@ def test_adam_and_several_classes_train_too():
     centres = np.array([[3, 0], [-3, 0], [0, 3]], dtype=np.float32)
     y = rng.integers(0, 3, size=300).astype(np.float32)
     x = (centres[y.astype(int)] + rng.normal(size=(300, 2))).astype(np.float32)
-    data = TabularData(("a", "b"), x[:200], y[:200], x[200:], y[200:])
+    task = LearningTask(name="multiclass", classes=(0, 1, 2), metric="macro_f1")
+    data = TabularData(("a", "b"), x[:200], y[:200], x[200:], y[200:], task=task)
     model = build_model(ModelSpec(), 2, num_outputs=3)
 
     train_local(model, data, steps=300, batch_size=16, learning_rate=0.05, optimizer="adam", seed=0)
 
-    assert evaluate(model, data.x_test, data.y_test).accuracy > 0.9
+    result = evaluate(model, data.x_test, data.y_test, task)
+    assert result.accuracy is not None and result.accuracy > 0.9
+    assert result.metrics["macro_f1"] > 0.9 and result.metrics["auc"] > 0.95
 
 
 def test_evaluate_thresholds_the_probability_at_one_half():
