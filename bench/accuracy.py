@@ -20,7 +20,8 @@ from pathlib import Path
 
 from machine import machine
 
-from fedsilo.cli.demo import compute_baselines, find_data_dir, job_spec, start_heart_federation
+from fedsilo.cli.baselines import compute_baselines
+from fedsilo.cli.demo import find_data_dir, job_spec, start_heart_federation
 from fedsilo.federations import heart_disease
 
 RESULTS = Path(__file__).parent / "results"
@@ -51,7 +52,9 @@ def main() -> int:
         api = plane.api()
         try:
             for seed in range(args.seeds):
-                base = compute_baselines(data_dir, job_spec("fedavg", 15, seed))
+                base = compute_baselines(
+                    heart_disease.FEDERATION, data_dir, job_spec("fedavg", 15, seed)
+                )
                 for kind in baselines:
                     baselines[kind].append(base[kind]["mean_test_accuracy"])
                 for name in args.algorithms:

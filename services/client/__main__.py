@@ -19,7 +19,7 @@ from fedsilo.client.enrollment import (
     enroll_with_token,
     join_control_plane,
 )
-from fedsilo.data import SiteConfig, load_tabular
+from fedsilo.data import SiteConfig
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.rpc.channels import connect
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
@@ -57,7 +57,7 @@ class ClientSettings(ServiceSettings):
 def connect_site(settings: ClientSettings, config: SiteConfig) -> SiteConnection:
     """This site's certificate (the stored one, or a new one from the enrollment token) and
     the control plane's addresses, learned from the registry."""
-    from fedsilo.client.site import describe_site
+    from fedsilo.client.site import SiteDatasets, describe_site
 
     if settings.insecure:
         return join_control_plane(settings.registry_address, settings.overrides())
@@ -75,7 +75,7 @@ def connect_site(settings: ClientSettings, config: SiteConfig) -> SiteConnection
                 "first start of this site: set FEDSILO_ENROLLMENT_TOKEN (from "
                 "`fedsilo site add`; `fedsilo client --token`)"
             )
-        capabilities = describe_site(config, lambda name: load_tabular(config.dataset(name)))
+        capabilities = describe_site(config, SiteDatasets(config).describe)
         enroll_with_token(
             files,
             settings.site,

@@ -43,3 +43,41 @@ def test_yaml_files_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("dataset: [unclosed\n")
     with pytest.raises(JobSpecError, match="not valid YAML"):
         load_job_spec(bad)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"task": "regression", "metric": "auc"}, "metric 'auc' does not apply to a regression"),
+        ({"task": "binary", "loss": {"name": "cox"}}, "loss.name 'cox' does not apply to a binary"),
+        (
+            {"task": "survival", "model": {"name": "mlp", "hidden": [4]}, "classes": [0, 1]},
+            "classes",
+        ),
+        ({"task": "binary", "model": {"name": "cox"}}, "model 'cox' is a survival model"),
+        ({"task": "binary", "classes": [0, 1, 2]}, "a binary task has two classes"),
+        ({"task": "multiclass", "classes": [0, 1, 0]}, "classes repeat a label"),
+        (
+            {"task": "multiclass", "classes": [0, 1, 2], "loss": {"class_weights": [1, 2]}},
+            "loss.class_weights has 2 weights for 3 classes",
+        ),
+        ({"task": "binary", "target": {"center": 3}}, "target scaling applies to regression"),
+        (
+            {
+                "task": "survival",
+                "privacy": {"mode": "sample", "clip_norm": 1.0, "noise_multiplier": 1.0},
+            },
+            "use privacy.mode 'client' for survival jobs",
+        ),
+    ],
+)
+def test_task_settings_that_do_not_fit_are_refused(spec: dict[str, object], message: str) -> None:
+    with pytest.raises(JobSpecError, match=message):
+        parse_job_spec({"dataset": "d", **spec})
+
+
+def test_the_primary_metric_defaults_to_the_tasks() -> None:
+    assert parse_job_spec({"dataset": "d", "task": "survival"}).primary_metric == "c_index"
+    assert parse_job_spec({"dataset": "d", "task": "multiclass"}).primary_metric == "macro_f1"
+    assert parse_job_spec({"dataset": "d", "metric": "log_loss"}).primary_metric == "log_loss"
+    assert parse_job_spec({"dataset": "d"}).primary_metric is None  # left to the sites' labels

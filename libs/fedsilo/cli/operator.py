@@ -205,6 +205,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0 if all(result.ok for result in results) else 1
 
 
+def _site_check(args: argparse.Namespace) -> int:
+    from fedsilo.cli.sitecheck import cmd_site_check
+
+    return cmd_site_check(args)
+
+
 def add_operator_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The job, model, site and audit command groups. Each command names its handler: an
     operator command (`operator=`) is given the REST API, a local one (`local=`) only args."""
@@ -247,7 +253,7 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
         help="default: safetensors for a .safetensors file, else torch.save",
     )
 
-    site = group("site", "institutions: add, list, revoke")
+    site = group("site", "institutions: add, list, revoke; check a site's config")
     add = command(site, "add", "a one-time enrollment token for a site", cmd_site_add)
     add.add_argument("name")
     add.add_argument("--ttl-hours", type=float, default=24.0)
@@ -255,6 +261,14 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
     revoke = command(site, "revoke", "revoke a client's certificates", cmd_site_revoke)
     revoke.add_argument("client_id")
     revoke.add_argument("--reason", default="revoked by the operator")
+    check = site.add_parser(
+        "check", help="what a site config yields (rows, columns, classes, problems), offline"
+    )
+    check.add_argument("--data", required=True, metavar="SITE.yaml", help="the site's config")
+    check.add_argument("--job", default=None, help="check against this job spec's task")
+    check.add_argument("--dataset", default=None, help="only this dataset")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(local=_site_check)
 
     audit = group("audit", "audit logs")
     verify = audit.add_parser("verify", help="check the hash chain of audit logs")

@@ -78,6 +78,7 @@ class ClientAgent:
         self._plane = plane
         self._poll_s = poll_s
         self._datasets = SiteDatasets(config)
+        self._advertised: dict[str, int] = {}  # training examples told to the registry
         self._models: OrderedDict[str, np.ndarray] = OrderedDict()
         self.client_id = ""
         self._ledger = PrivacyLedger(config.site, state_dir)
@@ -95,7 +96,9 @@ class ClientAgent:
         return self._datasets.for_job(job)
 
     def capabilities(self) -> registry_pb2.Capabilities:
-        return describe_site(self._config, self._datasets.describe)
+        described = describe_site(self._config, self._datasets.describe)
+        self._advertised = {info.name: info.num_train for info in described.datasets}
+        return described
 
     def _global_vector(self, digest: str) -> np.ndarray:
         if digest not in self._models:
@@ -241,6 +244,18 @@ class ClientAgent:
                 )
             }
         data = self.dataset(spec)
+        if not self._advertised:
+            self.capabilities()
+        if task.protection in ("paillier", "secagg") and (
+            self._advertised.get(spec.dataset) != data.num_train
+        ):
+            # Protected sums weight each update by its share of the examples the registry
+            # was told of: a size it never heard would skew the model.
+            raise TaskDeclined(
+                f"dataset '{spec.dataset}' has {data.num_train} training examples for this job "
+                f"but the registry was told {self._advertised.get(spec.dataset, 0)} (its label "
+                "does not load without the job: declare its classes in the site's label)"
+            )
         model = self._model_for(spec, data, task)
         start_vector = self._global_vector(task.model_version)
         mu = proximal_mu(spec.algorithm)

@@ -74,14 +74,16 @@ def describe_site(
     config: SiteConfig, load: Callable[[str], TabularData]
 ) -> registry_pb2.Capabilities:
     """What a site tells the registry: sizes of its datasets, never their contents. A dataset
-    that does not load is left out (its problem is logged, and tasks naming it are declined
-    with it): the site still enrolls."""
+    that does not load for the task its label implies is still named, without sizes (its
+    problem is logged; a job naming it gets the site's decline, with the reason): the site
+    still enrolls, and a multiclass label waits for a job's classes."""
     datasets = []
     for name in sorted(config.datasets):
         try:
             data = load(name)
         except TaskDeclined as problem:
-            log.warning("dataset %s is not usable: %s", name, problem)
+            log.warning("dataset %s does not load on its own: %s", name, problem)
+            datasets.append(registry_pb2.DatasetInfo(name=name))
             continue
         datasets.append(
             registry_pb2.DatasetInfo(

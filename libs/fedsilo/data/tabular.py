@@ -118,6 +118,7 @@ class TabularData:
     x_test: Array
     y_test: Array
     task: LearningTask = BINARY
+    dropped_rows: int = 0  # rows of the file left out for a missing value
 
     def __post_init__(self) -> None:
         width = len(self.feature_names)
@@ -160,6 +161,7 @@ def load_tabular(spec: TabularDatasetSpec, task: LearningTask = BINARY) -> Tabul
     if problem:
         raise DatasetError(f"{spec.path}: {problem}")
     kept = [i for i, name in enumerate(names) if name not in spec.drop_columns]
+    read = len(rows)
     rows = _complete_rows(spec, names, kept, rows)
     where = [location for location, _ in rows]
 
@@ -171,7 +173,8 @@ def load_tabular(spec: TabularDatasetSpec, task: LearningTask = BINARY) -> Tabul
     y = encode_labels(
         spec.label, task, {name: column(name) for name in spec.label.columns}, where, spec.path
     )
-    encoders: dict[str, OneHot | Ordinal] = {r.column: r for r in (*spec.one_hot, *spec.ordinal)}
+    encoders: dict[str, OneHot | Ordinal] = {r.column: r for r in spec.one_hot}
+    encoders.update({r.column: r for r in spec.ordinal})
     feature_names: list[str] = []
     blocks: list[NDArray[np.float64]] = []
     for index in kept:
@@ -201,6 +204,7 @@ def load_tabular(spec: TabularDatasetSpec, task: LearningTask = BINARY) -> Tabul
         x_test=x_test.astype(np.float32),
         y_test=y[test],
         task=task,
+        dropped_rows=read - len(rows),
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from fedsilo.algorithms import AlgorithmParams
 from fedsilo.algorithms.registry import parse_algorithm
 from fedsilo.data import LabelRule, OneHot, SiteConfig, TabularDatasetSpec
+from fedsilo.federations.base import Federation
 from fedsilo.jobs import JobSpec, ModelSpec
 
 DATASET = "heart-disease"
@@ -91,3 +92,22 @@ POOLED_EPOCHS = 50
 def algorithm_params(name: str) -> AlgorithmParams:
     """A named algorithm with its default parameters (FedProx: mu 0.01, as FLamby)."""
     return parse_algorithm({"name": name})
+
+
+def reference_job(algorithm: str = DEFAULT_ALGORITHM, seed: int = 0) -> JobSpec:
+    return flamby_job(algorithm_params(algorithm), seed=seed)
+
+
+FEDERATION = Federation(
+    name="heart",
+    title="Fed-Heart-Disease: four hospitals, one model",
+    dataset=DATASET,
+    sites=tuple(HOSPITALS),
+    site_config=site_config,
+    job=reference_job,
+    default_algorithm=DEFAULT_ALGORITHM,
+    data_env="FEDSILO_HEART_DISEASE_DATA",
+    data_folder="fed_heart_disease",
+    marker="processed.cleveland.data",
+    pooled_epochs=POOLED_EPOCHS,
+)

@@ -138,7 +138,7 @@ def _outputs(model: nn.Module, x: NDArray[np.float32]) -> torch.Tensor:
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        outputs = model(features)
+        outputs: torch.Tensor = model(features)
     model.train(was_training)
     return outputs
 

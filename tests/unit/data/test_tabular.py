@@ -166,7 +166,9 @@ def test_a_declared_column_that_does_not_exist_lists_the_available_ones(tmp_path
 
 
 def test_one_hot_of_the_label_is_refused(tmp_path: Path):
-    with pytest.raises(ValidationError, match="one_hot/ordinal: column 'num' is a label or split column"):
+    with pytest.raises(
+        ValidationError, match="one_hot/ordinal: column 'num' is a label or split column"
+    ):
         spec_for(tmp_path / "site.csv", one_hot=[OneHot(column="num", categories=[0, 1])])
 
 

@@ -4,7 +4,6 @@ import torch
 from torch import nn
 
 from fedsilo.data import TabularData
-from fedsilo.tasks import LearningTask
 from fedsilo.jobs import ModelSpec
 from fedsilo.learning import (
     build_model,
@@ -13,6 +12,7 @@ from fedsilo.learning import (
     train_centralized,
     train_local,
 )
+from fedsilo.tasks import LearningTask
 
 
 def separable(num: int, seed: int = 0, num_features: int = 4) -> TabularData:
