@@ -1,7 +1,8 @@
 """Every task through real processes, with bad data at one site: an unknown class, a
 non-numeric regression target, a negative survival time and an event of 2 each make that site
 decline with a message naming its file and row, and the job completes on the other sites; a
-site whose test set holds one class reports a null AUC with the reason."""
+site whose test set holds one class reports a null AUC with the reason. The jobs run under
+secure aggregation, Paillier, and client- and sample-level DP across the tasks."""
 
 from __future__ import annotations
 
@@ -105,8 +106,12 @@ def site_config(site: str, folder: Path) -> SiteConfig:
     )
 
 
-def small(job: Any, dataset: str) -> dict[str, Any]:
-    update = {"dataset": dataset, "rounds": 1, "local_steps": 5, "clients_per_round": None}
+SAMPLE_DP = {"mode": "sample", "clip_norm": 1.0, "target_epsilon": 5.0}
+CLIENT_DP = {"mode": "client", "clip_norm": 0.5, "target_epsilon": 5.0}
+
+
+def small(job: Any, dataset: str, **update: Any) -> dict[str, Any]:
+    update |= {"dataset": dataset, "rounds": 1, "local_steps": 5, "clients_per_round": None}
     return {**job.model_dump(mode="json"), **update, "name": f"test-{dataset}"}
 
 
@@ -131,11 +136,16 @@ def test_bad_labels_decline_naming_file_and_row_and_the_others_finish(tmp_path: 
     )
     try:
         api = plane.api()
+        # Every protection and both kinds of differential privacy, over the tasks.
         jobs = {
-            "gbsg2-time": small(gbsg2.reference_job(), "gbsg2-time"),
-            "gbsg2-event": small(gbsg2.reference_job(), "gbsg2-event"),
-            "digits": small(packaged.digits_job(), "digits"),
-            "diabetes": small(packaged.diabetes_job(), "diabetes"),
+            "gbsg2-time": small(gbsg2.reference_job(), "gbsg2-time", protection="secagg"),
+            "gbsg2-event": small(gbsg2.reference_job(), "gbsg2-event", privacy=CLIENT_DP),
+            "digits": small(
+                packaged.digits_job(), "digits", protection="paillier", privacy=SAMPLE_DP
+            ),
+            "diabetes": small(
+                packaged.diabetes_job(), "diabetes", protection="secagg", privacy=SAMPLE_DP
+            ),
         }
         for dataset, spec in jobs.items():
             status = wait(api, api.submit_job(spec)["job_id"])
@@ -148,6 +158,8 @@ def test_bad_labels_decline_naming_file_and_row_and_the_others_finish(tmp_path: 
                 for detail in declined
             ), declined
             assert status["history"][-1]["test_metric"] is not None
+            if spec.get("privacy"):
+                assert 0 < status["history"][-1]["epsilon"] <= 5.0 + 1e-6
 
         heart = {
             **heart_disease.reference_job().model_dump(mode="json"),

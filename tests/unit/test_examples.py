@@ -52,3 +52,27 @@ def test_example_sites_of_the_other_federations(name: str, site: str) -> None:
     job = federation.job(federation.default_algorithm, 0)
     data = load_tabular(declared, resolve_task(job, declared.label))
     assert data.task.name == job.task and data.num_train > data.num_test > 0
+
+
+def readme_yaml_blocks() -> list[str]:
+    import re
+
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    return re.findall(r"```yaml\n(.*?)```", readme, flags=re.DOTALL)
+
+
+def test_the_readmes_site_configs_and_job_specs_validate() -> None:
+    import yaml
+
+    from fedsilo.jobs import parse_job_spec
+
+    sites = jobs = 0
+    for block in readme_yaml_blocks():
+        data = yaml.safe_load(block)
+        if "site" in data:
+            SiteConfig.model_validate(data)
+            sites += 1
+        elif "dataset" in data:
+            parse_job_spec(data)
+            jobs += 1
+    assert sites >= 2 and jobs >= 2  # heart-disease's and the survival federation's
