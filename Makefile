@@ -9,10 +9,10 @@ TOOLS  := .tools/bin
 # Root installs Debian packages directly; anyone else through sudo.
 APT    := $(if $(filter 0,$(shell id -u)),,sudo )apt-get
 
-.PHONY: setup tools prometheus images demo test test-fast lint typecheck proto bench bench-accuracy bench-privacy bench-paillier bench-aggregation bench-secagg bench-dp bench-rounds bench-control-plane up clean help
+.PHONY: setup tools prometheus images demo test test-fast lint typecheck proto bench bench-accuracy bench-privacy bench-paillier bench-aggregation bench-secagg bench-dp bench-rounds bench-control-plane bench-tasks up clean help
 
 help:
-	@echo "make demo    run the heart-disease federation (ARGS='--algorithm fedavg --rounds 5 --out DIR')"
+	@echo "make demo    run a reference federation (ARGS='--federation gbsg2 --rounds 5 --out DIR'; default heart)"
 	@echo "make test    run the test suite"
 	@echo "make setup | tools | lint | typecheck | proto | bench-accuracy | up | clean"
 
@@ -98,6 +98,9 @@ bench-rounds: $(STAMP)
 
 bench-control-plane: $(STAMP)
 	$(PY) bench/control_plane.py $(ARGS)
+
+bench-tasks: $(STAMP)
+	$(PY) bench/tasks.py $(ARGS)
 
 # Everything, one after the other (about an hour); figures in bench/results/*.json.
 bench: bench-aggregation bench-secagg bench-paillier bench-dp bench-rounds bench-control-plane bench-accuracy bench-privacy
