@@ -64,6 +64,18 @@ MODEL_METRIC = Gauge(
     "that defined it (auc, macro_f1, r2, c_index, ...)",
     ["job_id", "metric"],
 )
+SITE_ANOMALY = Gauge(
+    "fedsilo_site_anomaly_score",
+    "how far a site's last update was from the round's aggregate: (1 - cosine similarity) + "
+    "|log2(its norm / the median norm)|; about 0.3 for honest sites, plaintext rounds only",
+    ["job_id", "site"],
+)
+SITE_ANOMALOUS_ROUNDS = Gauge(
+    "fedsilo_site_anomalous_rounds",
+    "consecutive rounds, up to the last, in which the site's anomaly score exceeded "
+    "the scheduler's threshold (FEDSILO_ANOMALY_THRESHOLD)",
+    ["job_id", "site"],
+)
 MODEL_LOSS = Gauge("fedsilo_global_model_loss", "mean test loss of the global model", ["job_id"])
 PRIVACY_EPSILON = Gauge(
     "fedsilo_privacy_epsilon", "differential-privacy epsilon spent by a job so far", ["job_id"]

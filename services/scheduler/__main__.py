@@ -51,6 +51,9 @@ class SchedulerSettings(ServiceSettings):
     http_port: int = Field(8080, ge=0, le=65535, description="operator REST API; 0 picks")
     shard_parameters: int = Field(1 << 20, ge=1, description="coordinates per aggregation shard")
     lease_s: float = Field(30.0, gt=0, description="an aggregator's hold on a shard")
+    anomaly_threshold: float = Field(
+        2.0, gt=0, description="a site's anomaly score above this counts as anomalous"
+    )
     keymanager_address: str = Field(..., description="host:port of the keymanager")
     operator_token_file: Path | None = Field(None, description="bearer token of the REST API")
     revocation_refresh_s: float = Field(2.0, gt=0)
@@ -170,7 +173,11 @@ def main() -> None:
         store,
         RegistryDirectory(registry),
         models,
-        SchedulerConfig(shard_parameters=settings.shard_parameters, lease_s=settings.lease_s),
+        SchedulerConfig(
+            shard_parameters=settings.shard_parameters,
+            lease_s=settings.lease_s,
+            anomaly_threshold=settings.anomaly_threshold,
+        ),
         keys=KeyManagerKeys(keymanager),
         round_keys=KeyManagerRoundKeys(keymanager),
     )

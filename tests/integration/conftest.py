@@ -107,6 +107,23 @@ def wait_for_training(site: Site, job_id: str) -> scheduler_pb2.Task:
         )
 
 
+def submit_update(
+    site: Site, task: scheduler_pb2.Task, blob: Any, num_examples: int = 10
+) -> scheduler_pb2.SubmitUpdateResponse:
+    """Report an uploaded blob as the site's update for `task`, as a client does."""
+    return site.scheduler.SubmitUpdate(
+        scheduler_pb2.SubmitUpdateRequest(
+            client_id=site.client_id,
+            task_id=task.task_id,
+            job_id=task.job_id,
+            round=task.round,
+            model_version=task.model_version,
+            update=blob,
+            num_examples=num_examples,
+        )
+    )
+
+
 def enroll_site(federation: Federation, folder: Path, site: str, dataset: str) -> Site:
     plane = federation.plane
     assert plane.trust is not None

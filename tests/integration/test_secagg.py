@@ -17,7 +17,7 @@ from fedsilo.privacy import epsilon_after
 from fedsilo.secagg import KEY_ALGORITHM, AdvertisedKeys, ClientRound, RoundConfig
 from fedsilo.v1 import keymanager_pb2, registry_pb2, scheduler_pb2
 
-from .conftest import Federation, Site, enroll_site, small_job
+from .conftest import Federation, Site, enroll_site, small_job, submit_update
 
 pytestmark = pytest.mark.slow
 
@@ -121,17 +121,7 @@ def _drop_after_sharing(
             ):  # not ring elements
                 blob = site.models.upload(payload, dtype=dtype).ref
                 try:
-                    site.scheduler.SubmitUpdate(
-                        scheduler_pb2.SubmitUpdateRequest(
-                            client_id=site.client_id,
-                            task_id=task.task_id,
-                            job_id=task.job_id,
-                            round=task.round,
-                            model_version=task.model_version,
-                            update=blob,
-                            num_examples=10,
-                        )
-                    )
+                    submit_update(site, task, blob)
                 except grpc.RpcError as error:
                     malformed.append(error.code())
             shared.set()

@@ -9,12 +9,13 @@ needs visible updates (`protection: none`), and a job that asks otherwise is ref
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from numpy.typing import NDArray
 
+from fedsilo.aggregator import robust
 from fedsilo.aggregator.fold import weighted_sum
 from fedsilo.aggregator.sources import BlobSource
 from fedsilo.algorithms.aggregate import Vector
@@ -38,20 +39,27 @@ class AggregationRule(Protocol):
         ...
 
 
+# (the job's other `aggregation` fields, its min_clients) -> what is wrong, or None
+ParamsCheck = Callable[[Mapping[str, Any], int], str | None]
+
+
 @dataclass(frozen=True)
 class RegisteredRule:
     name: str
     combine: AggregationRule
     linear: bool
+    check: ParamsCheck | None = None
 
 
 RULES: dict[str, RegisteredRule] = {}
 
 
-def register_rule(name: str, combine: AggregationRule, *, linear: bool = False) -> None:
+def register_rule(
+    name: str, combine: AggregationRule, *, linear: bool = False, check: ParamsCheck | None = None
+) -> None:
     if name in RULES:
         raise ValueError(f"an aggregation rule named {name!r} is already registered")
-    RULES[name] = RegisteredRule(name, combine, linear)
+    RULES[name] = RegisteredRule(name, combine, linear, check)
 
 
 def aggregation_rule(name: str) -> RegisteredRule:
@@ -68,10 +76,24 @@ def check_rule(spec: JobSpec) -> None:
     protection."""
     rule = aggregation_rule(spec.aggregation.rule)
     if spec.protection != "none" and not rule.linear:
+        hidden = "secure aggregation" if spec.protection == "secagg" else "Paillier encryption"
         raise ValueError(
-            f"aggregation rule {rule.name!r} needs to see each update; under protection "
-            f"{spec.protection!r} only their sum exists: use weighted_mean or protection none"
+            f"aggregation rule {rule.name!r} needs each site's update, which {hidden} hides by "
+            "design (only the sum is ever decrypted or unmasked): use weighted_mean under "
+            f"{spec.protection!r} (with privacy.mode 'sample' or 'client', every site's "
+            "influence is bounded by clipping), or protection 'none' to aggregate robustly"
         )
+    if not rule.linear and spec.privacy is not None and spec.privacy.mode == "client":
+        raise ValueError(
+            f"aggregation rule {rule.name!r} with privacy.mode 'client': the aggregator's noise "
+            "is calibrated to the mean's sensitivity, not to this rule's; use weighted_mean, or "
+            "privacy.mode 'sample' (each site's DP-SGD holds whatever the rule)"
+        )
+    if rule.check is not None:
+        params = spec.aggregation.model_dump(exclude={"rule"})
+        problem = rule.check(params, spec.min_clients)
+        if problem:
+            raise ValueError(problem)
 
 
 def weighted_mean(
@@ -88,3 +110,5 @@ def weighted_mean(
 
 
 register_rule("weighted_mean", weighted_mean, linear=True)
+register_rule("median", robust.coordinate_median, check=robust.median_problem)
+register_rule("trimmed_mean", robust.trimmed_mean, check=robust.trimmed_mean_problem)

@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 from threadpoolctl import threadpool_limits
 
+from fedsilo.aggregator.anomaly import ShardStatistics, shard_statistics
 from fedsilo.aggregator.fold import fold_inputs
 from fedsilo.aggregator.rules import aggregation_rule
 from fedsilo.aggregator.sources import BlobSource, ModelStoreSource, ShardInputError
@@ -49,6 +50,7 @@ class ShardResult:
     weights: str
     server_state: dict[str, str]
     input_bytes: int
+    stats: ShardStatistics | None = None
 
 
 def _read_vector(source: BlobSource, digest: str, begin: int, end: int, what: str) -> Vector:
@@ -99,6 +101,8 @@ def combine_shard(
         except ValueError as error:
             raise ShardInputError(str(error)) from None
         delta = rule.combine(source, inputs, weights, begin, end, threads, aggregation)
+    # What each site's update looks like against the combined one (before any noise).
+    stats = shard_statistics(source, inputs, delta, begin, end, threads) if secagg is None else None
     if privacy is not None:
         std = noise_std_per_client(
             privacy.clip_norm, privacy.require_noise_multiplier(), len(inputs), distributed=False
@@ -122,8 +126,21 @@ def combine_shard(
         server_state={
             name: write(_float32_bytes(value), "float32") for name, value in new_state.items()
         },
-        input_bytes=(len(inputs) + 1 + len(state)) * (end - begin) * 4,
+        input_bytes=(len(inputs) * (2 if stats else 1) + 1 + len(state)) * (end - begin) * 4,
+        stats=stats,
     )
+
+
+def statistics_fields(stats: ShardStatistics | None) -> dict[str, Any]:
+    """The CompleteShardRequest fields that carry a range's statistics."""
+    if stats is None:
+        return {}
+    return {
+        "stat_clients": list(stats.clients),
+        "stat_squared_norms": list(stats.squared_norms),
+        "stat_dots": list(stats.dots),
+        "stat_aggregate_squared_norm": stats.aggregate_squared_norm,
+    }
 
 
 def _unmasked_sum(
@@ -227,6 +244,7 @@ class AggregatorWorker:
                 weights=common_pb2.BlobRef(digest=result.weights),
                 server_state=result.server_state,
                 seconds=seconds,
+                **statistics_fields(result.stats),
             )
         ).accepted
         SHARD_SECONDS.labels(self.worker_id, shard.protection or "none").observe(seconds)

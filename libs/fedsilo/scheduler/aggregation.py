@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from fedsilo.aggregator.anomaly import ShardStatistics
 from fedsilo.rpc.errors import RpcRejection, failed_precondition, not_found
 from fedsilo.scheduler.interfaces import RoundRuntime, SchedulerConfig
 from fedsilo.scheduler.jobrows import job_manifest, job_spec
@@ -140,6 +141,7 @@ class ShardQueue:
                 request.worker_id,
                 request.weights.digest,
                 dict(request.server_state),
+                received_statistics(request),
             )
             if accepted:
                 self._wake.notify_all()
@@ -147,6 +149,18 @@ class ShardQueue:
 
     def pending(self) -> int:
         return sum(not s.done for r in self._runtimes.values() for s in r.shards)
+
+
+def received_statistics(request: aggregator_pb2.CompleteShardRequest) -> ShardStatistics | None:
+    count = len(request.stat_clients)
+    if not count or not (len(request.stat_squared_norms) == len(request.stat_dots) == count):
+        return None
+    return ShardStatistics(
+        clients=tuple(request.stat_clients),
+        squared_norms=tuple(request.stat_squared_norms),
+        dots=tuple(request.stat_dots),
+        aggregate_squared_norm=request.stat_aggregate_squared_norm,
+    )
 
 
 def pass_complete(runtime: RoundRuntime) -> bool:

@@ -10,6 +10,7 @@ import logging
 
 from google.protobuf import json_format
 
+from fedsilo.aggregator.anomaly import ShardStatistics, anomaly_scores
 from fedsilo.algorithms.registry import server_optimizer
 from fedsilo.jobs import JobSpec
 from fedsilo.modelstore.client import BlobsUnavailable
@@ -17,6 +18,7 @@ from fedsilo.scheduler.accounting import account_privacy
 from fedsilo.scheduler.interfaces import Job, RoundControl, RoundRuntime, TaskInfo
 from fedsilo.scheduler.jobrows import job_manifest, job_spec
 from fedsilo.scheduler.protocols.base import RoundProtocol
+from fedsilo.scheduler.shards import ShardState
 from fedsilo.scheduler.status import primary_metric, summarize_evaluations
 from fedsilo.scheduler.store import JobState, Phase
 from fedsilo.telemetry import (
@@ -26,6 +28,8 @@ from fedsilo.telemetry import (
     MODEL_METRIC,
     ROUND_SECONDS,
     ROUNDS,
+    SITE_ANOMALOUS_ROUNDS,
+    SITE_ANOMALY,
 )
 from fedsilo.v1 import modelstore_pb2, scheduler_pb2
 
@@ -122,6 +126,7 @@ def finish_aggregation(
     runtime.lost_aggregations = 0
     updates = control.store.updates(job["job_id"], job["round"], job["attempt"])
     privacy = account_privacy(control.store, job, spec, updates)
+    anomaly = score_sites(control, job, spec, shards, {u.client_id: u.site for u in updates})
     record = control.artifacts.put_model(
         modelstore_pb2.ModelRecord(
             job_id=job["job_id"],
@@ -132,7 +137,10 @@ def finish_aggregation(
             blob=weights,
             algorithm=spec.algorithm.name,
             server_state=state,
-            metrics=privacy,
+            metrics={
+                **privacy,
+                **{f"anomaly_score:{site}": s["score"] for site, s in anomaly.items()},
+            },
         )
     )
     runtime.shards, runtime.sum_digest, runtime.input_scale = [], "", 1.0
@@ -141,7 +149,11 @@ def finish_aggregation(
         job["job_id"], model_version=record.version, server_state=json.dumps(state)
     )
     control.store.update_round(
-        job["job_id"], job["round"], new_version=record.version, epsilon=privacy.get("epsilon")
+        job["job_id"],
+        job["round"],
+        new_version=record.version,
+        epsilon=privacy.get("epsilon"),
+        anomaly=anomaly,
     )
     job["model_version"] = record.version
     log.info(
@@ -149,6 +161,33 @@ def finish_aggregation(
     )
     control.to_phase(job, Phase.EVALUATING, runtime)
     dispatch_evaluation(control, job, runtime)
+
+
+def score_sites(
+    control: RoundControl,
+    job: Job,
+    spec: JobSpec,
+    shards: list[ShardState],
+    sites: dict[str, str],
+) -> dict[str, dict[str, float]]:
+    """Each site's anomaly score for the round (plaintext rounds: the aggregators see the
+    updates); recorded with the round, in the model's lineage and as a gauge."""
+    if spec.protection != "none" or len(sites) < 2:
+        return {}
+    parts = [s.stats for s in shards]
+    if not parts or any(part is None for part in parts):
+        return {}
+    stats = ShardStatistics.merge(part for part in parts if part is not None)
+    if stats is None:
+        return {}
+    previous = control.store.round(job["job_id"], job["round"] - 1)
+    scores = anomaly_scores(
+        stats, sites, previous["anomaly"] if previous else None, control.config.anomaly_threshold
+    )
+    for site, score in scores.items():
+        SITE_ANOMALY.labels(job["job_id"], site).set(score["score"])
+        SITE_ANOMALOUS_ROUNDS.labels(job["job_id"], site).set(score["streak"])
+    return scores
 
 
 def dispatch_evaluation(control: RoundControl, job: Job, runtime: RoundRuntime) -> None:

@@ -66,6 +66,8 @@ class SchedulerConfig:
     lease_s: float = 30.0
     tick_s: float = 0.2
     liveness_check_s: float = 2.0
+    # A site whose anomaly score (fedsilo.aggregator.anomaly) exceeds this is anomalous.
+    anomaly_threshold: float = 2.0
 
 
 @dataclass

@@ -12,6 +12,8 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from fedsilo.aggregator.anomaly import ShardStatistics
+
 log = logging.getLogger("fedsilo.scheduler")
 
 
@@ -25,6 +27,7 @@ class ShardState:
     lease_expires: float = 0.0
     weights: str = ""
     server_state: dict[str, str] = field(default_factory=dict)
+    stats: ShardStatistics | None = None  # plaintext rounds: what the range saw of each input
 
     @property
     def done(self) -> bool:
@@ -61,7 +64,12 @@ def renew_lease(shard: ShardState, lease_id: str, now: float, lease_s: float) ->
 
 
 def complete(
-    shard: ShardState, lease_id: str, worker_id: str, weights: str, server_state: dict[str, str]
+    shard: ShardState,
+    lease_id: str,
+    worker_id: str,
+    weights: str,
+    server_state: dict[str, str],
+    stats: ShardStatistics | None = None,
 ) -> bool:
     """Record the result if `lease_id` is the shard's current lease and it is not done yet."""
     if shard.done or shard.lease_id != lease_id:
@@ -74,4 +82,5 @@ def complete(
         return False
     shard.weights = weights
     shard.server_state = dict(server_state)
+    shard.stats = stats
     return True

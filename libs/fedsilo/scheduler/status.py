@@ -104,6 +104,9 @@ def job_status(store: SchedulerStore, job: Mapping[str, Any]) -> dict[str, Any]:
                 "duration_s": (row["ended_at"] - row["started_at"]) if row["ended_at"] else None,
                 "phase_seconds": row["phases"],
                 "epsilon": row["epsilon"],
+                # Plaintext rounds: site -> {score, norm_ratio, cosine} (fedsilo.aggregator
+                # .anomaly); the higher the score, the further from the aggregate.
+                "anomaly": row.get("anomaly", {}),
                 "per_site": {
                     site: {k: v for k, v in m.items() if k != "primary_metric"}
                     for site, m in per_site.items()

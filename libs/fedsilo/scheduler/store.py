@@ -118,6 +118,7 @@ class SchedulerStore:
         self._add_missing_column("rounds", "epsilon", "REAL")
         self._add_missing_column("jobs", "public_key", "TEXT NOT NULL DEFAULT ''")
         self._add_missing_column("rounds", "total_examples", "REAL NOT NULL DEFAULT 0")
+        self._add_missing_column("rounds", "anomaly", "TEXT NOT NULL DEFAULT '{}'")
 
     def _add_missing_column(self, table: str, column: str, ddl: str) -> None:
         columns = {row["name"] for row in self._db.query(f"PRAGMA table_info({table})")}
@@ -291,6 +292,6 @@ class SchedulerStore:
 
 def _decode_round(row: Any) -> dict[str, Any]:
     item = dict(row)
-    for key in ("selected", "participants", "dropped", "phases"):
+    for key in ("selected", "participants", "dropped", "phases", "anomaly"):
         item[key] = json.loads(item[key])
     return item

@@ -265,10 +265,15 @@ class CompleteShardRequest(_message.Message):
     WEIGHTS_FIELD_NUMBER: _builtins.int
     SERVER_STATE_FIELD_NUMBER: _builtins.int
     SECONDS_FIELD_NUMBER: _builtins.int
+    STAT_CLIENTS_FIELD_NUMBER: _builtins.int
+    STAT_SQUARED_NORMS_FIELD_NUMBER: _builtins.int
+    STAT_DOTS_FIELD_NUMBER: _builtins.int
+    STAT_AGGREGATE_SQUARED_NORM_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     lease_id: _builtins.str
     worker_id: _builtins.str
     seconds: _builtins.float
+    stat_aggregate_squared_norm: _builtins.float
     @_builtins.property
     def weights(self) -> _common_pb2.BlobRef:
         """The new weights for [begin, end)."""
@@ -277,6 +282,17 @@ class CompleteShardRequest(_message.Message):
     def server_state(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """New optimizer state for [begin, end), by name."""
 
+    @_builtins.property
+    def stat_clients(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Plaintext rounds: what the range shows of each input (in `stat_clients` order), for the
+        sites' anomaly scores: squared norms, dot products with the combined delta, and the
+        delta's squared norm. Empty under secure aggregation and Paillier.
+        """
+
+    @_builtins.property
+    def stat_squared_norms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def stat_dots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
     def __init__(
         self,
         *,
@@ -286,10 +302,14 @@ class CompleteShardRequest(_message.Message):
         weights: _common_pb2.BlobRef | None = ...,
         server_state: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         seconds: _builtins.float = ...,
+        stat_clients: _abc.Iterable[_builtins.str] | None = ...,
+        stat_squared_norms: _abc.Iterable[_builtins.float] | None = ...,
+        stat_dots: _abc.Iterable[_builtins.float] | None = ...,
+        stat_aggregate_squared_norm: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_id", b"lease_id", "seconds", b"seconds", "server_state", b"server_state", "shard_id", b"shard_id", "weights", b"weights", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_id", b"lease_id", "seconds", b"seconds", "server_state", b"server_state", "shard_id", b"shard_id", "stat_aggregate_squared_norm", b"stat_aggregate_squared_norm", "stat_clients", b"stat_clients", "stat_dots", b"stat_dots", "stat_squared_norms", b"stat_squared_norms", "weights", b"weights", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,103 @@
+"""Robust aggregation through real processes: a fifth site that uploads a huge update every
+round wrecks FedAvg, not the coordinate-wise median or the trimmed mean, and its anomaly score
+is the highest of the round every time; the scores reach the job's status and the gauge."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fedsilo.v1 import registry_pb2, scheduler_pb2
+
+from .conftest import (
+    FAST_LIVENESS,
+    Site,
+    enroll_site,
+    require_heart_data,
+    small_job,
+    start_federation,
+    submit_update,
+)
+
+pytestmark = pytest.mark.slow
+
+ROUNDS = 4
+
+
+def attack(site: Site, stop: threading.Event) -> None:
+    """Mallory: heartbeats, declines all but training, and trains by uploading noise of
+    standard deviation 5 in every coordinate (a fresh draw each round), claiming as many
+    examples as a real hospital."""
+    rng = np.random.default_rng(7)
+    while not stop.is_set():
+        site.registry.Heartbeat(registry_pb2.HeartbeatRequest(client_id=site.client_id))
+        task = site.scheduler.WaitForTask(
+            scheduler_pb2.WaitForTaskRequest(client_id=site.client_id, wait_s=0.5)
+        )
+        if task.kind == scheduler_pb2.TASK_KIND_NONE:
+            continue
+        if task.kind != scheduler_pb2.TASK_KIND_TRAIN:
+            site.scheduler.DeclineTask(
+                scheduler_pb2.DeclineTaskRequest(
+                    client_id=site.client_id, task_id=task.task_id, reason="mallory: no"
+                )
+            )
+            continue
+        poison = rng.normal(0.0, 5.0, task.manifest.num_parameters).astype("<f4")
+        blob = site.models.upload(poison.tobytes(), dtype="float32").ref
+        submit_update(site, task, blob, num_examples=150)
+
+
+def final_auc(status: dict[str, Any]) -> float:
+    assert status["state"] == "completed", status["error"]
+    honest = {site: m["accuracy"] for site, m in status["history"][-1]["per_site"].items()}
+    return sum(honest.values()) / len(honest)
+
+
+def test_median_and_trimmed_mean_resist_a_poisoning_site_and_its_score_stands_out(
+    tmp_path: Path,
+) -> None:
+    federation = start_federation(
+        tmp_path / "state", require_heart_data(), aggregators=2, extra_env=FAST_LIVENESS
+    )
+    stop = threading.Event()
+    try:
+        job = {
+            "rounds": ROUNDS,
+            "local_steps": 100,
+            "learning_rate": 0.01,
+            "min_clients": 4,
+            "round_timeout_s": 60,
+        }
+        clean = final_auc(
+            federation.run_job(small_job({"name": "fedavg"}, **job, aggregation={"rule": "median"}))
+        )
+        mallory = enroll_site(federation, tmp_path, "mallory", "heart-disease")
+        attacker = threading.Thread(target=attack, args=(mallory, stop), daemon=True)
+        attacker.start()
+        results = {}
+        for rule in (
+            {"rule": "weighted_mean"},
+            {"rule": "median"},
+            {"rule": "trimmed_mean", "beta": 0.2},
+        ):
+            status = federation.run_job(small_job({"name": "fedavg"}, **job, aggregation=rule))
+            results[rule["rule"]] = final_auc(status)
+            for row in status["history"][1:]:
+                assert "mallory" in row["participants"]
+                scores = {site: s["score"] for site, s in row["anomaly"].items()}
+                assert max(scores, key=scores.__getitem__) == "mallory", scores
+                assert scores["mallory"] > 2 * max(v for s, v in scores.items() if s != "mallory")
+        print(f"test AUC clean {clean:.3f}; with the poisoning site: {results}")
+        assert results["weighted_mean"] < clean - 0.1, (clean, results)
+        assert results["median"] > clean - 0.05 and results["trimmed_mean"] > clean - 0.05, (
+            clean,
+            results,
+        )
+    finally:
+        stop.set()
+        federation.plane.stop()

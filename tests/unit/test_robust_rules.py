@@ -1,0 +1,126 @@
+"""The robust rules as the replicas run them (combine_shard over in-memory blobs), the
+combinations refused at submission, and the anomaly scores."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from test_aggregator_worker import Blobs, _shard
+
+from fedsilo.aggregator.anomaly import ShardStatistics, anomaly_scores
+from fedsilo.aggregator.fold import CHUNK_COORDINATES
+from fedsilo.aggregator.rules import check_rule
+from fedsilo.aggregator.worker import combine_shard
+from fedsilo.jobs import parse_job_spec
+
+
+def combined(updates: list[np.ndarray], rule: dict[str, object], threads: int = 1) -> np.ndarray:
+    blobs = Blobs()
+    shard = _shard(blobs, updates, [10] * len(updates), aggregation_json=json.dumps(rule))
+    weights = combine_shard(shard, blobs, blobs.put, threads=threads).weights
+    return np.frombuffer(blobs.data[weights], "<f4")
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_median_is_numpys_over_every_block(threads: int) -> None:
+    rng = np.random.default_rng(0)
+    size = 2 * CHUNK_COORDINATES + 123  # blocks of the fold, and a short last one
+    for count in (4, 5):
+        updates = [rng.normal(size=size).astype("<f4") for _ in range(count)]
+        expected = np.median(np.stack(updates), axis=0)
+        assert np.allclose(combined(updates, {"rule": "median"}, threads), expected, atol=1e-6)
+
+
+def test_the_trimmed_mean_drops_the_extremes_of_each_coordinate() -> None:
+    updates = [np.array([1.0, -5.0, 0.0], "<f4") * k for k in (1, 2, 3, 4, 100)]
+    # beta 0.2 of 5: one value cut at each end, per coordinate.
+    result = combined(updates, {"rule": "trimmed_mean", "beta": 0.2})
+    assert result == pytest.approx([3.0, -15.0, 0.0])
+    assert combined(updates, {"rule": "trimmed_mean", "beta": 0.0}) == pytest.approx(
+        np.mean(np.stack(updates), axis=0)
+    )
+
+
+def test_one_wild_update_moves_the_median_little_and_the_mean_far() -> None:
+    honest = [np.full(8, v, "<f4") for v in (0.9, 1.0, 1.1, 1.05)]
+    wild = [np.full(8, 1000.0, "<f4")]
+    assert np.all(np.abs(combined(honest + wild, {"rule": "median"}) - 1.05) < 1e-6)
+    assert np.all(combined(honest + wild, {"rule": "weighted_mean"}) > 100)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"aggregation": {"rule": "median"}, "protection": "secagg"}, "secure aggregation hides"),
+        ({"aggregation": {"rule": "trimmed_mean"}, "protection": "paillier"}, "Paillier"),
+        (
+            {
+                "aggregation": {"rule": "median"},
+                "privacy": {"mode": "client", "clip_norm": 1.0, "noise_multiplier": 1.0},
+            },
+            "calibrated to the mean's sensitivity",
+        ),
+        (
+            {"aggregation": {"rule": "trimmed_mean", "beta": 0.5}},
+            r"beta must be a number in \[0, 0.5\)",
+        ),
+        ({"aggregation": {"rule": "trimmed_mean", "k": 1}}, "takes beta only"),
+        ({"aggregation": {"rule": "median", "beta": 0.1}}, "takes no parameters"),
+        ({"aggregation": {"rule": "krum2"}}, "unknown aggregation rule 'krum2'"),
+    ],
+)
+def test_combinations_that_cannot_work_are_refused_saying_why(
+    fields: dict[str, object], message: str
+) -> None:
+    spec = parse_job_spec({"dataset": "d", "min_clients": 3, **fields})
+    with pytest.raises(ValueError, match=message):
+        check_rule(spec)
+
+
+def test_robust_rules_run_in_plaintext_and_with_sample_level_dp() -> None:
+    for fields in (
+        {"aggregation": {"rule": "median"}},
+        {
+            "aggregation": {"rule": "trimmed_mean", "beta": 0.25},
+            "privacy": {"mode": "sample", "clip_norm": 1.0, "noise_multiplier": 1.0},
+        },
+    ):
+        check_rule(parse_job_spec({"dataset": "d", "min_clients": 4, **fields}))
+
+
+def test_statistics_merge_over_ranges_and_score_the_outlier_highest() -> None:
+    rng = np.random.default_rng(1)
+    honest = [rng.normal(1.0, 0.3, 100) for _ in range(4)]
+    flipped = -4 * honest[0]
+    updates = [*honest, flipped]
+    aggregate = np.median(np.stack(updates), axis=0)
+
+    def part(begin: int, end: int) -> ShardStatistics:
+        return ShardStatistics(
+            clients=tuple(f"c{i}" for i in range(5)),
+            squared_norms=tuple(float(u[begin:end] @ u[begin:end]) for u in updates),
+            dots=tuple(float(u[begin:end] @ aggregate[begin:end]) for u in updates),
+            aggregate_squared_norm=float(aggregate[begin:end] @ aggregate[begin:end]),
+        )
+
+    merged = ShardStatistics.merge([part(0, 37), part(37, 100)])
+    assert merged is not None
+    assert merged.squared_norms[4] == pytest.approx(float(flipped @ flipped))
+    scores = anomaly_scores(merged, {f"c{i}": f"site-{i}" for i in range(5)})
+    flipped_score = scores["site-4"]
+    assert flipped_score["cosine"] == pytest.approx(
+        float(flipped @ aggregate) / (np.linalg.norm(flipped) * np.linalg.norm(aggregate))
+    )
+    norms = [np.linalg.norm(u) for u in updates]
+    assert flipped_score["norm_ratio"] == pytest.approx(norms[4] / np.median(norms))
+    assert flipped_score["score"] == pytest.approx(
+        1 - flipped_score["cosine"] + abs(math.log2(flipped_score["norm_ratio"]))
+    )
+    assert max(scores, key=lambda s: scores[s]["score"]) == "site-4"
+    assert all(scores[f"site-{i}"]["score"] < 1.0 for i in range(4))
+    # Ranges that saw different inputs do not merge.
+    other = ShardStatistics(("c0",), (1.0,), (1.0,), 1.0)
+    assert ShardStatistics.merge([part(0, 37), other]) is None
