@@ -124,3 +124,83 @@ def test_statistics_merge_over_ranges_and_score_the_outlier_highest() -> None:
     # Ranges that saw different inputs do not merge.
     other = ShardStatistics(("c0",), (1.0,), (1.0,), 1.0)
     assert ShardStatistics.merge([part(0, 37), other]) is None
+
+
+def test_a_gram_stage_returns_the_inputs_gram_matrix_over_the_range() -> None:
+    rng = np.random.default_rng(2)
+    updates = [rng.normal(size=CHUNK_COORDINATES + 77).astype("<f4") for _ in range(3)]
+    blobs = Blobs()
+    shard = _shard(blobs, updates, [1, 1, 1], stage="gram")
+    result = combine_shard(shard, blobs, blobs.put, threads=2)
+    assert result.weights == "" and result.gram is not None
+    stacked = np.stack(updates).astype(np.float64)
+    assert np.allclose(np.reshape(result.gram, (3, 3)), stacked @ stacked.T, rtol=1e-9)
+
+
+def vectors() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(4)
+    honest = rng.normal(1.0, 0.2, size=(5, 50))
+    return np.vstack([honest, -10 * honest[:1]]), np.full(6, 1 / 6)
+
+
+def test_multi_krum_picks_the_updates_closest_to_their_neighbours() -> None:
+    from fedsilo.aggregator.geometry import krum
+
+    updates, weights = vectors()
+    coefficients = krum(updates @ updates.T, weights, {"f": 1, "m": 3})
+    # Brute force: each update's summed squared distance to its n - f - 2 = 3 nearest.
+    distances = ((updates[:, None, :] - updates[None, :, :]) ** 2).sum(axis=2)
+    scores = [np.sort(np.delete(row, i))[:3].sum() for i, row in enumerate(distances)]
+    chosen = set(np.argsort(scores)[:3].tolist())
+    assert {i for i, c in enumerate(coefficients) if c > 0} == chosen and 5 not in chosen
+    assert coefficients.sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="needs more than 4 updates, got 4"):
+        krum(updates[:4] @ updates[:4].T, weights[:4], {"f": 1})
+
+
+def test_centered_clipping_in_coefficients_equals_iterating_on_the_vectors() -> None:
+    from fedsilo.aggregator.geometry import centered_clipping
+
+    updates, weights = vectors()
+    coefficients = centered_clipping(updates @ updates.T, weights, {"tau": 2.0, "iterations": 4})
+    norms = np.linalg.norm(updates, axis=1)
+    v = (weights * np.minimum(1, np.median(norms) / norms)) @ updates  # the norm-bounded start
+    for _ in range(4):
+        steps = updates - v
+        norms = np.linalg.norm(steps, axis=1)
+        v = v + (weights[:, None] * steps * np.minimum(1, 2.0 / norms)[:, None]).sum(axis=0)
+    assert coefficients @ updates == pytest.approx(v)
+    honest = updates[:5].mean(axis=0)
+    # The flipped update pulls the plain mean far off, the clipped centre little.
+    assert np.linalg.norm(v - honest) < 0.2 * np.linalg.norm(weights @ updates - honest)
+
+
+def test_norm_bounding_scales_long_updates_to_the_median_norm() -> None:
+    from fedsilo.aggregator.geometry import norm_bounded
+
+    updates, weights = vectors()
+    coefficients = norm_bounded(updates @ updates.T, weights, {"bound": "median"})
+    norms = np.linalg.norm(updates, axis=1)
+    scaled = coefficients[:, None] * updates / weights[:, None]
+    assert np.linalg.norm(scaled, axis=1).max() == pytest.approx(np.median(norms))
+    fixed = norm_bounded(updates @ updates.T, weights, {"bound": 0.5})
+    assert np.allclose(fixed / weights * norms, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "message"),
+    [
+        ({"rule": "krum", "f": 1}, r"min_clients is 4; raise it to 5 or lower f"),
+        ({"rule": "krum", "f": -1}, "f must be an integer >= 0"),
+        ({"rule": "centered_clipping", "tau": 0}, "tau must be a positive number"),
+        (
+            {"rule": "norm_bounded_mean", "bound": "mean"},
+            "bound must be a positive number or 'median'",
+        ),
+        ({"rule": "krum", "coefficients": {}}, "takes f, m; got coefficients"),
+    ],
+)
+def test_gram_rules_check_their_parameters(aggregation: dict[str, object], message: str) -> None:
+    spec = parse_job_spec({"dataset": "d", "min_clients": 4, "aggregation": aggregation})
+    with pytest.raises(ValueError, match=message):
+        check_rule(spec)

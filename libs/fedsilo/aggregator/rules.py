@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 from numpy.typing import NDArray
 
-from fedsilo.aggregator import robust
+from fedsilo.aggregator import geometry, robust
 from fedsilo.aggregator.fold import weighted_sum
 from fedsilo.aggregator.sources import BlobSource
 from fedsilo.algorithms.aggregate import Vector
@@ -49,17 +50,25 @@ class RegisteredRule:
     combine: AggregationRule
     linear: bool
     check: ParamsCheck | None = None
+    # Weighs the sites from their updates' Gram matrix (fedsilo.aggregator.geometry): a first
+    # aggregation pass returns it, the second combines with the coefficients it gives.
+    needs_gram: bool = False
 
 
 RULES: dict[str, RegisteredRule] = {}
 
 
 def register_rule(
-    name: str, combine: AggregationRule, *, linear: bool = False, check: ParamsCheck | None = None
+    name: str,
+    combine: AggregationRule,
+    *,
+    linear: bool = False,
+    check: ParamsCheck | None = None,
+    needs_gram: bool = False,
 ) -> None:
     if name in RULES:
         raise ValueError(f"an aggregation rule named {name!r} is already registered")
-    RULES[name] = RegisteredRule(name, combine, linear, check)
+    RULES[name] = RegisteredRule(name, combine, linear, check, needs_gram)
 
 
 def aggregation_rule(name: str) -> RegisteredRule:
@@ -110,5 +119,38 @@ def weighted_mean(
 
 
 register_rule("weighted_mean", weighted_mean, linear=True)
+
+
+def with_coefficients(
+    source: BlobSource,
+    inputs: list[aggregator_pb2.ShardInput],
+    weights: NDArray[Any],
+    begin: int,
+    end: int,
+    threads: int,
+    params: Mapping[str, Any],
+) -> Vector:
+    """The second pass of a Gram rule: sum_i c_i * delta_i with the coefficients the scheduler
+    computed from the first pass (`params["coefficients"]`, by client id)."""
+    coefficients = params.get("coefficients")
+    if not isinstance(coefficients, dict):
+        raise ValueError("a Gram rule's combining pass needs its coefficients")
+    try:
+        chosen = np.array([float(coefficients[item.client_id]) for item in inputs])
+    except KeyError as missing:
+        raise ValueError(f"no coefficient for input {missing}") from None
+    return weighted_sum(source, inputs, chosen, begin, end, threads)
+
+
 register_rule("median", robust.coordinate_median, check=robust.median_problem)
 register_rule("trimmed_mean", robust.trimmed_mean, check=robust.trimmed_mean_problem)
+register_rule("krum", with_coefficients, check=geometry.krum_problem, needs_gram=True)
+register_rule(
+    "centered_clipping",
+    with_coefficients,
+    check=geometry.centered_clipping_problem,
+    needs_gram=True,
+)
+register_rule(
+    "norm_bounded_mean", with_coefficients, check=geometry.norm_bounded_problem, needs_gram=True
+)

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from fedsilo.aggregator.anomaly import ShardStatistics, shard_statistics
 from fedsilo.aggregator.fold import fold_inputs
+from fedsilo.aggregator.geometry import range_gram
 from fedsilo.aggregator.rules import aggregation_rule
 from fedsilo.aggregator.sources import BlobSource, ModelStoreSource, ShardInputError
 from fedsilo.algorithms.aggregate import Vector, normalized_weights
@@ -51,6 +52,7 @@ class ShardResult:
     server_state: dict[str, str]
     input_bytes: int
     stats: ShardStatistics | None = None
+    gram: tuple[float, ...] | None = None  # a "gram" stage's result, row-major
 
 
 def _read_vector(source: BlobSource, digest: str, begin: int, end: int, what: str) -> Vector:
@@ -83,6 +85,15 @@ def combine_shard(
         raise ShardInputError(f"shard {shard.shard_id} has no inputs")
     if shard.protection == "paillier":
         return _multiply_ciphertexts(shard, inputs, source, write)
+    if shard.stage == "gram":
+        gram = range_gram(source, inputs, begin, end, threads)
+        return ShardResult(
+            weights="",
+            server_state={},
+            input_bytes=len(inputs) * (end - begin) * 4,
+            stats=ShardStatistics(tuple(item.client_id for item in inputs), (), (), 0.0),
+            gram=tuple(float(v) for v in gram.reshape(-1)),
+        )
     secagg = json.loads(shard.secagg_json) if shard.protection == "secagg" else None
     privacy = (
         DifferentialPrivacy.model_validate_json(shard.privacy_json) if shard.privacy_json else None
@@ -140,6 +151,22 @@ def statistics_fields(stats: ShardStatistics | None) -> dict[str, Any]:
         "stat_squared_norms": list(stats.squared_norms),
         "stat_dots": list(stats.dots),
         "stat_aggregate_squared_norm": stats.aggregate_squared_norm,
+    }
+
+
+def result_fields(result: ShardResult) -> dict[str, Any]:
+    """A completion's fields besides its identity: weights or Gram matrix, and statistics."""
+    fields: dict[str, Any] = {"server_state": result.server_state}
+    if result.gram is not None:
+        return {
+            **fields,
+            "stat_clients": list(result.stats.clients if result.stats else ()),
+            "gram": list(result.gram),
+        }
+    return {
+        **fields,
+        "weights": common_pb2.BlobRef(digest=result.weights),
+        **statistics_fields(result.stats),
     }
 
 
@@ -241,10 +268,8 @@ class AggregatorWorker:
                 shard_id=shard.shard_id,
                 lease_id=shard.lease_id,
                 worker_id=self.worker_id,
-                weights=common_pb2.BlobRef(digest=result.weights),
-                server_state=result.server_state,
                 seconds=seconds,
-                **statistics_fields(result.stats),
+                **result_fields(result),
             )
         ).accepted
         SHARD_SECONDS.labels(self.worker_id, shard.protection or "none").observe(seconds)

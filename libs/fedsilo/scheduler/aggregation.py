@@ -142,6 +142,7 @@ class ShardQueue:
                 request.weights.digest,
                 dict(request.server_state),
                 received_statistics(request),
+                tuple(request.gram) if request.gram else None,
             )
             if accepted:
                 self._wake.notify_all()

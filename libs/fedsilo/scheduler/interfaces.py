@@ -98,6 +98,8 @@ class RoundRuntime:
     pass_kind: str = "plaintext"  # "ciphertexts" first under Paillier
     sum_digest: str = ""  # the decrypted sum that the plaintext pass turns into a model
     input_scale: float = 1.0
+    # A Gram rule's coefficients per client, for (round, attempt): the second pass's weights.
+    coefficients: tuple[tuple[int, int], dict[str, float]] | None = None
     secagg: SecAggState | None = None
     lost_aggregations: int = 0  # aggregations of this round whose shard results were lost
     declines: RoundDeclines = field(default_factory=RoundDeclines)  # across the round's attempts

@@ -28,10 +28,11 @@ class ShardState:
     weights: str = ""
     server_state: dict[str, str] = field(default_factory=dict)
     stats: ShardStatistics | None = None  # plaintext rounds: what the range saw of each input
+    gram: tuple[float, ...] | None = None  # a "gram" pass: the inputs' Gram matrix, row-major
 
     @property
     def done(self) -> bool:
-        return bool(self.weights)
+        return bool(self.weights) or self.gram is not None
 
 
 class LeaseLost(Exception):
@@ -70,6 +71,7 @@ def complete(
     weights: str,
     server_state: dict[str, str],
     stats: ShardStatistics | None = None,
+    gram: tuple[float, ...] | None = None,
 ) -> bool:
     """Record the result if `lease_id` is the shard's current lease and it is not done yet."""
     if shard.done or shard.lease_id != lease_id:
@@ -83,4 +85,5 @@ def complete(
     shard.weights = weights
     shard.server_state = dict(server_state)
     shard.stats = stats
+    shard.gram = gram
     return True

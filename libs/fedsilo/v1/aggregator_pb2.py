@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from fedsilo.v1 import common_pb2 as fedsilo_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x64silo/v1/aggregator.proto\x12\nfedsilo.v1\x1a\x17\x66\x65\x64silo/v1/common.proto\"E\n\nShardInput\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x03\"\xc7\x03\n\x05Shard\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x05\x12\r\n\x05\x62\x65gin\x18\x05 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x06 \x01(\x03\x12\x13\n\x0b\x62\x61se_digest\x18\x07 \x01(\t\x12&\n\x06inputs\x18\x08 \x03(\x0b\x32\x16.fedsilo.v1.ShardInput\x12\x16\n\x0e\x61lgorithm_json\x18\t \x01(\t\x12\x38\n\x0cserver_state\x18\n \x03(\x0b\x32\".fedsilo.v1.Shard.ServerStateEntry\x12\x1a\n\x12lease_expires_unix\x18\x0b \x01(\x01\x12\x14\n\x0cprivacy_json\x18\x0c \x01(\t\x12\x12\n\nprotection\x18\r \x01(\t\x12\x12\n\npublic_key\x18\x0e \x01(\x0c\x12\x13\n\x0binput_scale\x18\x0f \x01(\x01\x12\x13\n\x0bsecagg_json\x18\x10 \x01(\t\x12\x18\n\x10\x61ggregation_json\x18\x11 \x01(\t\x1a\x32\n\x10ServerStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"6\n\x11LeaseShardRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06wait_s\x18\x02 \x01(\x01\"I\n\x12LeaseShardResponse\x12\x11\n\thas_shard\x18\x01 \x01(\x08\x12 \n\x05shard\x18\x02 \x01(\x0b\x32\x11.fedsilo.v1.Shard\"7\n\x11RenewLeaseRequest\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"0\n\x12RenewLeaseResponse\x12\x1a\n\x12lease_expires_unix\x18\x01 \x01(\x01\"\xeb\x02\n\x14\x43ompleteShardRequest\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12$\n\x07weights\x18\x04 \x01(\x0b\x32\x13.fedsilo.v1.BlobRef\x12G\n\x0cserver_state\x18\x05 \x03(\x0b\x32\x31.fedsilo.v1.CompleteShardRequest.ServerStateEntry\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12\x14\n\x0cstat_clients\x18\x07 \x03(\t\x12\x1a\n\x12stat_squared_norms\x18\x08 \x03(\x01\x12\x11\n\tstat_dots\x18\t \x03(\x01\x12#\n\x1bstat_aggregate_squared_norm\x18\n \x01(\x01\x1a\x32\n\x10ServerStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x15\x43ompleteShardResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x32\x82\x02\n\x10\x41ggregationQueue\x12K\n\nLeaseShard\x12\x1d.fedsilo.v1.LeaseShardRequest\x1a\x1e.fedsilo.v1.LeaseShardResponse\x12K\n\nRenewLease\x12\x1d.fedsilo.v1.RenewLeaseRequest\x1a\x1e.fedsilo.v1.RenewLeaseResponse\x12T\n\rCompleteShard\x12 .fedsilo.v1.CompleteShardRequest\x1a!.fedsilo.v1.CompleteShardResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x65\x64silo/v1/aggregator.proto\x12\nfedsilo.v1\x1a\x17\x66\x65\x64silo/v1/common.proto\"E\n\nShardInput\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x03\"\xd6\x03\n\x05Shard\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x05\x12\r\n\x05\x62\x65gin\x18\x05 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x06 \x01(\x03\x12\x13\n\x0b\x62\x61se_digest\x18\x07 \x01(\t\x12&\n\x06inputs\x18\x08 \x03(\x0b\x32\x16.fedsilo.v1.ShardInput\x12\x16\n\x0e\x61lgorithm_json\x18\t \x01(\t\x12\x38\n\x0cserver_state\x18\n \x03(\x0b\x32\".fedsilo.v1.Shard.ServerStateEntry\x12\x1a\n\x12lease_expires_unix\x18\x0b \x01(\x01\x12\x14\n\x0cprivacy_json\x18\x0c \x01(\t\x12\x12\n\nprotection\x18\r \x01(\t\x12\x12\n\npublic_key\x18\x0e \x01(\x0c\x12\x13\n\x0binput_scale\x18\x0f \x01(\x01\x12\x13\n\x0bsecagg_json\x18\x10 \x01(\t\x12\x18\n\x10\x61ggregation_json\x18\x11 \x01(\t\x12\r\n\x05stage\x18\x12 \x01(\t\x1a\x32\n\x10ServerStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"6\n\x11LeaseShardRequest\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0e\n\x06wait_s\x18\x02 \x01(\x01\"I\n\x12LeaseShardResponse\x12\x11\n\thas_shard\x18\x01 \x01(\x08\x12 \n\x05shard\x18\x02 \x01(\x0b\x32\x11.fedsilo.v1.Shard\"7\n\x11RenewLeaseRequest\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\"0\n\x12RenewLeaseResponse\x12\x1a\n\x12lease_expires_unix\x18\x01 \x01(\x01\"\xf9\x02\n\x14\x43ompleteShardRequest\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\x10\n\x08lease_id\x18\x02 \x01(\t\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12$\n\x07weights\x18\x04 \x01(\x0b\x32\x13.fedsilo.v1.BlobRef\x12G\n\x0cserver_state\x18\x05 \x03(\x0b\x32\x31.fedsilo.v1.CompleteShardRequest.ServerStateEntry\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12\x14\n\x0cstat_clients\x18\x07 \x03(\t\x12\x1a\n\x12stat_squared_norms\x18\x08 \x03(\x01\x12\x11\n\tstat_dots\x18\t \x03(\x01\x12#\n\x1bstat_aggregate_squared_norm\x18\n \x01(\x01\x12\x0c\n\x04gram\x18\x0b \x03(\x01\x1a\x32\n\x10ServerStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x15\x43ompleteShardResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x32\x82\x02\n\x10\x41ggregationQueue\x12K\n\nLeaseShard\x12\x1d.fedsilo.v1.LeaseShardRequest\x1a\x1e.fedsilo.v1.LeaseShardResponse\x12K\n\nRenewLease\x12\x1d.fedsilo.v1.RenewLeaseRequest\x1a\x1e.fedsilo.v1.RenewLeaseResponse\x12T\n\rCompleteShard\x12 .fedsilo.v1.CompleteShardRequest\x1a!.fedsilo.v1.CompleteShardResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,23 +39,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SHARDINPUT']._serialized_start=68
   _globals['_SHARDINPUT']._serialized_end=137
   _globals['_SHARD']._serialized_start=140
-  _globals['_SHARD']._serialized_end=595
-  _globals['_SHARD_SERVERSTATEENTRY']._serialized_start=545
-  _globals['_SHARD_SERVERSTATEENTRY']._serialized_end=595
-  _globals['_LEASESHARDREQUEST']._serialized_start=597
-  _globals['_LEASESHARDREQUEST']._serialized_end=651
-  _globals['_LEASESHARDRESPONSE']._serialized_start=653
-  _globals['_LEASESHARDRESPONSE']._serialized_end=726
-  _globals['_RENEWLEASEREQUEST']._serialized_start=728
-  _globals['_RENEWLEASEREQUEST']._serialized_end=783
-  _globals['_RENEWLEASERESPONSE']._serialized_start=785
-  _globals['_RENEWLEASERESPONSE']._serialized_end=833
-  _globals['_COMPLETESHARDREQUEST']._serialized_start=836
-  _globals['_COMPLETESHARDREQUEST']._serialized_end=1199
-  _globals['_COMPLETESHARDREQUEST_SERVERSTATEENTRY']._serialized_start=545
-  _globals['_COMPLETESHARDREQUEST_SERVERSTATEENTRY']._serialized_end=595
-  _globals['_COMPLETESHARDRESPONSE']._serialized_start=1201
-  _globals['_COMPLETESHARDRESPONSE']._serialized_end=1242
-  _globals['_AGGREGATIONQUEUE']._serialized_start=1245
-  _globals['_AGGREGATIONQUEUE']._serialized_end=1503
+  _globals['_SHARD']._serialized_end=610
+  _globals['_SHARD_SERVERSTATEENTRY']._serialized_start=560
+  _globals['_SHARD_SERVERSTATEENTRY']._serialized_end=610
+  _globals['_LEASESHARDREQUEST']._serialized_start=612
+  _globals['_LEASESHARDREQUEST']._serialized_end=666
+  _globals['_LEASESHARDRESPONSE']._serialized_start=668
+  _globals['_LEASESHARDRESPONSE']._serialized_end=741
+  _globals['_RENEWLEASEREQUEST']._serialized_start=743
+  _globals['_RENEWLEASEREQUEST']._serialized_end=798
+  _globals['_RENEWLEASERESPONSE']._serialized_start=800
+  _globals['_RENEWLEASERESPONSE']._serialized_end=848
+  _globals['_COMPLETESHARDREQUEST']._serialized_start=851
+  _globals['_COMPLETESHARDREQUEST']._serialized_end=1228
+  _globals['_COMPLETESHARDREQUEST_SERVERSTATEENTRY']._serialized_start=560
+  _globals['_COMPLETESHARDREQUEST_SERVERSTATEENTRY']._serialized_end=610
+  _globals['_COMPLETESHARDRESPONSE']._serialized_start=1230
+  _globals['_COMPLETESHARDRESPONSE']._serialized_end=1271
+  _globals['_AGGREGATIONQUEUE']._serialized_start=1274
+  _globals['_AGGREGATIONQUEUE']._serialized_end=1532
 # @@protoc_insertion_point(module_scope)

@@ -85,6 +85,7 @@ class Shard(_message.Message):
     INPUT_SCALE_FIELD_NUMBER: _builtins.int
     SECAGG_JSON_FIELD_NUMBER: _builtins.int
     AGGREGATION_JSON_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     lease_id: _builtins.str
     job_id: _builtins.str
@@ -114,6 +115,11 @@ class Shard(_message.Message):
     """The aggregation rule as JSON ({"rule": "weighted_mean", ...}): a pure function over the
     range's inputs, by name from fedsilo.aggregator.rules.
     """
+    stage: _builtins.str
+    """"gram": the first pass of a rule that weighs the sites by their updates' geometry
+    (multi-Krum, centered clipping, norm bounding): return the inputs' Gram matrix over the
+    range instead of weights; the scheduler sums the ranges' and picks the coefficients.
+    """
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShardInput]: ...
     @_builtins.property
@@ -140,10 +146,11 @@ class Shard(_message.Message):
         input_scale: _builtins.float = ...,
         secagg_json: _builtins.str = ...,
         aggregation_json: _builtins.str = ...,
+        stage: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation_json", b"aggregation_json", "algorithm_json", b"algorithm_json", "base_digest", b"base_digest", "begin", b"begin", "end", b"end", "input_scale", b"input_scale", "inputs", b"inputs", "job_id", b"job_id", "lease_expires_unix", b"lease_expires_unix", "lease_id", b"lease_id", "privacy_json", b"privacy_json", "protection", b"protection", "public_key", b"public_key", "round", b"round", "secagg_json", b"secagg_json", "server_state", b"server_state", "shard_id", b"shard_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation_json", b"aggregation_json", "algorithm_json", b"algorithm_json", "base_digest", b"base_digest", "begin", b"begin", "end", b"end", "input_scale", b"input_scale", "inputs", b"inputs", "job_id", b"job_id", "lease_expires_unix", b"lease_expires_unix", "lease_id", b"lease_id", "privacy_json", b"privacy_json", "protection", b"protection", "public_key", b"public_key", "round", b"round", "secagg_json", b"secagg_json", "server_state", b"server_state", "shard_id", b"shard_id", "stage", b"stage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -269,6 +276,7 @@ class CompleteShardRequest(_message.Message):
     STAT_SQUARED_NORMS_FIELD_NUMBER: _builtins.int
     STAT_DOTS_FIELD_NUMBER: _builtins.int
     STAT_AGGREGATE_SQUARED_NORM_FIELD_NUMBER: _builtins.int
+    GRAM_FIELD_NUMBER: _builtins.int
     shard_id: _builtins.str
     lease_id: _builtins.str
     worker_id: _builtins.str
@@ -293,6 +301,10 @@ class CompleteShardRequest(_message.Message):
     def stat_squared_norms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
     @_builtins.property
     def stat_dots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def gram(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """A "gram" stage: the inputs' Gram matrix over the range, row-major, in stat_clients order."""
+
     def __init__(
         self,
         *,
@@ -306,10 +318,11 @@ class CompleteShardRequest(_message.Message):
         stat_squared_norms: _abc.Iterable[_builtins.float] | None = ...,
         stat_dots: _abc.Iterable[_builtins.float] | None = ...,
         stat_aggregate_squared_norm: _builtins.float = ...,
+        gram: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_id", b"lease_id", "seconds", b"seconds", "server_state", b"server_state", "shard_id", b"shard_id", "stat_aggregate_squared_norm", b"stat_aggregate_squared_norm", "stat_clients", b"stat_clients", "stat_dots", b"stat_dots", "stat_squared_norms", b"stat_squared_norms", "weights", b"weights", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gram", b"gram", "lease_id", b"lease_id", "seconds", b"seconds", "server_state", b"server_state", "shard_id", b"shard_id", "stat_aggregate_squared_norm", b"stat_aggregate_squared_norm", "stat_clients", b"stat_clients", "stat_dots", b"stat_dots", "stat_squared_norms", b"stat_squared_norms", "weights", b"weights", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
