@@ -169,6 +169,7 @@ def main() -> None:
     if operator_token is None and tls is not None:
         raise SystemExit("set FEDSILO_OPERATOR_TOKEN_FILE: the operator API needs a token")
     store = SchedulerStore(settings.scheduler_db)
+    audit_log = settings.audit_log("scheduler")
     scheduler = Scheduler(
         store,
         RegistryDirectory(registry),
@@ -184,7 +185,7 @@ def main() -> None:
 
     def register(server: grpc.Server) -> list[str]:
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(
-            SchedulerServicer(scheduler, auth, settings.audit_log("scheduler")), server
+            SchedulerServicer(scheduler, auth, audit_log), server
         )
         aggregator_pb2_grpc.add_AggregationQueueServicer_to_server(
             AggregationQueueServicer(scheduler, auth), server
@@ -204,7 +205,7 @@ def main() -> None:
     running.http_port = sock.getsockname()[1]
     http = uvicorn.Server(
         uvicorn.Config(
-            build_app(scheduler, models, registry, keymanager, operator_token),
+            build_app(scheduler, models, registry, keymanager, operator_token, audit_log),
             log_level="warning",
             access_log=False,
             # HTTPS with the scheduler's own certificate; the CLI trusts the platform CA.

@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from google.protobuf import json_format
 from pydantic import BaseModel, Field
 
+from fedsilo.audit import AuditLog
 from fedsilo.jobs import JobSpecError, parse_job_spec
 from fedsilo.modelstore.client import ModelStoreClient
 from fedsilo.rpc.errors import RpcRejection
@@ -59,6 +60,11 @@ class RevokeRequest(BaseModel):
     reason: str = Field("revoked by the operator", max_length=500)
 
 
+class ExcludeRequest(BaseModel):
+    site: str = Field(..., min_length=1, max_length=63)
+    reason: str = Field("excluded by the operator", max_length=500)
+
+
 _BEARER = HTTPBearer(auto_error=False)
 
 
@@ -87,6 +93,7 @@ def build_app(
     registry: registry_pb2_grpc.RegistryStub,
     keymanager: keymanager_pb2_grpc.KeyManagerStub,
     operator_token: str | None,
+    audit: AuditLog | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="fedsilo operator API",
@@ -152,6 +159,23 @@ def build_app(
             return scheduler.cancel_job(job_id)
         except RpcRejection as rejection:
             raise _http_error(rejection) from None
+
+    @app_v1.post("/v1/jobs/{job_id}/exclude")
+    def exclude_site(job_id: str, request: ExcludeRequest) -> dict[str, Any]:
+        """Leave a site out of the job's future rounds (audited)."""
+        try:
+            status = scheduler.exclude_site(job_id, request.site, request.reason)
+        except RpcRejection as rejection:
+            raise _http_error(rejection) from None
+        if audit is not None:
+            audit.append(
+                "site_excluded",
+                actor="operator",
+                job_id=job_id,
+                site=request.site,
+                reason=request.reason,
+            )
+        return status
 
     @app_v1.get("/v1/jobs/{job_id}/models")
     def list_models(job_id: str) -> list[dict[str, Any]]:

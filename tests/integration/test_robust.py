@@ -5,7 +5,11 @@ score is the highest of the round every time, in the job's status."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +63,7 @@ def final_auc(status: dict[str, Any]) -> float:
     return sum(honest.values()) / len(honest)
 
 
-def test_median_and_trimmed_mean_resist_a_poisoning_site_and_its_score_stands_out(
+def test_robust_rules_resist_a_poisoning_site_that_scores_highest_and_can_be_excluded(
     tmp_path: Path,
 ) -> None:
     federation = start_federation(
@@ -104,6 +108,36 @@ def test_median_and_trimmed_mean_resist_a_poisoning_site_and_its_score_stands_ou
         assert results["weighted_mean"] < clean - 0.1, (clean, results)
         robust = ("median", "trimmed_mean", "krum", "centered_clipping", "norm_bounded_mean")
         assert all(results[rule] > clean - 0.05 for rule in robust), (clean, results)
+
+        # The operator leaves mallory out of a running job's later rounds, audited.
+        submitted = federation.api.submit_job(small_job({"name": "fedavg"}, **{**job, "rounds": 30}))
+        job_id = submitted["job_id"]
+        while not any(
+            h["round"] >= 1 and h["ended_at"] for h in federation.api.job(job_id)["history"]
+        ):
+            time.sleep(0.1)
+        excluded = subprocess.run(
+            [
+                *(sys.executable, "-m", "fedsilo.cli.main", "--api", federation.plane.api_url),
+                *("job", "exclude-site", job_id, "mallory", "--reason", "anomalous updates"),
+            ],
+            env=federation.cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert excluded.returncode == 0, excluded.stdout + excluded.stderr
+        status = federation.wait_for_job(job_id)
+        assert status["state"] == "completed" and status["excluded"] == {
+            "mallory": "anomalous updates"
+        }
+        assert "mallory" not in status["history"][-1]["participants"]
+        assert "mallory" in status["history"][1]["participants"]
+        audit = (federation.plane.state_dir / "audit" / "scheduler.jsonl").read_text()
+        entries = [json.loads(line) for line in audit.splitlines()]
+        assert any(
+            e["event"] == "site_excluded" and e["details"]["site"] == "mallory" for e in entries
+        )
     finally:
         stop.set()
         federation.plane.stop()

@@ -81,6 +81,10 @@ class OperatorApi:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return dict(self._call("POST", f"/v1/jobs/{job_id}/cancel"))
 
+    def exclude_site(self, job_id: str, site: str, reason: str) -> dict[str, Any]:
+        body = {"site": site, "reason": reason}
+        return dict(self._call("POST", f"/v1/jobs/{job_id}/exclude", json=body))
+
     def models(self, job_id: str) -> list[dict[str, Any]]:
         return list(self._call("GET", f"/v1/jobs/{job_id}/models"))
 

@@ -79,6 +79,18 @@ def cmd_job_status(args: argparse.Namespace, api: OperatorApi) -> int:
     return 0
 
 
+def cmd_job_exclude(args: argparse.Namespace, api: OperatorApi) -> int:
+    status = api.exclude_site(args.job_id, args.site, args.reason)
+    if args.json:
+        print_json(status)
+    else:
+        console.print(
+            f"site {args.site} excluded from job {args.job_id}'s rounds after round "
+            f"{status['round']}: {args.reason}"
+        )
+    return 0
+
+
 def cmd_job_cancel(args: argparse.Namespace, api: OperatorApi) -> int:
     status = api.cancel(args.job_id)
     if args.json:
@@ -240,6 +252,12 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
     status.add_argument("job_id")
     status.add_argument("--watch", action="store_true")
     command(job, "cancel", "stop a running job", cmd_job_cancel).add_argument("job_id")
+    exclude = command(
+        job, "exclude-site", "leave a site out of a job's future rounds (audited)", cmd_job_exclude
+    )
+    exclude.add_argument("job_id")
+    exclude.add_argument("site")
+    exclude.add_argument("--reason", default="excluded by the operator")
 
     model = group("model", "global models")
     pull = command(model, "pull", "save a global model (state dict)", cmd_model_pull)

@@ -37,7 +37,7 @@ from fedsilo.scheduler.interfaces import (
     SchedulerConfig,
     TaskInfo,
 )
-from fedsilo.scheduler.jobrows import job_manifest, job_spec
+from fedsilo.scheduler.jobrows import excluded_sites, job_manifest, job_spec
 from fedsilo.scheduler.planning import round_seed, select_clients
 from fedsilo.scheduler.protocols import PROTOCOLS
 from fedsilo.scheduler.protocols.base import RoundProtocol
@@ -277,14 +277,18 @@ class RoundCore:
         return float(sum(examples.get(c, 0) for c in clients)) or 1.0
 
     # the common phases -----------------------------------------------------------------------
-    def _live_candidates(self, spec: JobSpec, runtime: RoundRuntime) -> dict[str, str]:
-        """Live sites holding the dataset that have not refused this round."""
+    def _live_candidates(
+        self, job: Mapping[str, Any], spec: JobSpec, runtime: RoundRuntime
+    ) -> dict[str, str]:
+        """Live sites holding the dataset that have not refused this round and that the
+        operator has not excluded from the job."""
         refused = runtime.declines.refused()
+        excluded = excluded_sites(job)
         alive = self.clients.alive_clients(spec.dataset)
-        return {c: s for c, s in alive.items() if c not in refused}
+        return {c: s for c, s in alive.items() if c not in refused and s not in excluded}
 
     def _dispatch_initialize(self, job: Job, spec: JobSpec, runtime: RoundRuntime) -> None:
-        alive = self._live_candidates(spec, runtime)
+        alive = self._live_candidates(job, spec, runtime)
         if not alive:
             self._log_waiting(job, runtime, f"no live client holds dataset {spec.dataset!r}")
             return
@@ -300,7 +304,7 @@ class RoundCore:
     def _select(
         self, job: Job, spec: JobSpec, runtime: RoundRuntime, protocol: RoundProtocol
     ) -> None:
-        alive = self._live_candidates(spec, runtime)
+        alive = self._live_candidates(job, spec, runtime)
         if len(alive) < spec.min_clients:
             self._log_waiting(
                 job,
@@ -347,7 +351,7 @@ class RoundCore:
             if c in runtime.selected and (d.attempt == attempt or not d.transient)
         ]
         reason = no_quorum_reason(job["round"], declines, len(runtime.selected), quorum)
-        if len(self._live_candidates(spec, runtime)) >= quorum:
+        if len(self._live_candidates(job, spec, runtime)) >= quorum:
             self.retry_round(job, spec, runtime, reason)
             return
         self.drop_tasks(job["job_id"])

@@ -7,7 +7,9 @@ the driver; the round core (fedsilo.scheduler.core) alone moves rounds from phas
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -36,12 +38,14 @@ from fedsilo.scheduler.interfaces import (
     SchedulerConfig,
     TaskInfo,
 )
+from fedsilo.scheduler.jobrows import excluded_sites
 from fedsilo.scheduler.status import job_status, job_summary
 from fedsilo.scheduler.store import AcceptedUpdate, JobState, SchedulerStore
 from fedsilo.scheduler.submissions import check_initial_model, check_submission
 from fedsilo.telemetry import CLIENTS_COMPLETED, UPDATES_REJECTED
 from fedsilo.v1 import aggregator_pb2, modelstore_pb2, scheduler_pb2
 
+SITE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # as a site config names itself
 log = logging.getLogger("fedsilo.scheduler")
 
 
@@ -110,6 +114,21 @@ class Scheduler:
                 raise failed_precondition(f"job {job_id} is already {job['state']}")
             self._core.finish_job(job_id, JobState.CANCELLED, "cancelled by the operator")
             self._wake.notify_all()
+        return self.job_status(job_id)
+
+    def exclude_site(self, job_id: str, site: str, reason: str) -> dict[str, Any]:
+        """Leave `site` out of the job's future rounds (the current one goes on with it)."""
+        if not SITE_NAME.fullmatch(site):
+            raise invalid_argument(f"{site!r} is not a site name")
+        with self._wake:
+            job = self._job_or_raise(job_id)
+            if job["state"] != JobState.RUNNING:
+                raise failed_precondition(f"job {job_id} is already {job['state']}")
+            excluded = {**excluded_sites(job), site: reason}
+            self._store.update_job(job_id, excluded=json.dumps(excluded, sort_keys=True))
+            self._store.add_event(job_id, job["round"], "site_excluded", "", f"{site}: {reason}")
+            self._wake.notify_all()
+        log.warning("job %s: site %s excluded from future rounds: %s", job_id, site, reason)
         return self.job_status(job_id)
 
     def list_jobs(self) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,12 @@ def job_manifest(job: Mapping[str, Any]) -> common_pb2.ModelManifest:
     if job["manifest_json"]:
         json_format.Parse(job["manifest_json"], manifest)
     return manifest
+
+
+def excluded_sites(job: Mapping[str, Any]) -> dict[str, str]:
+    """Sites the operator excluded from the job's future rounds, with the reasons."""
+    raw = job.get("excluded") or "{}"
+    return dict(json.loads(raw))
 
 
 def numel(shape: Any) -> int:

@@ -75,6 +75,8 @@ def job_summary(job: Mapping[str, Any]) -> dict[str, Any]:
         "algorithm": spec["algorithm"]["name"],
         "dataset": spec["dataset"],
         "task": spec.get("task"),
+        # Sites the operator left out of the job's future rounds, with the reasons.
+        "excluded": json.loads(job.get("excluded") or "{}"),
         "model_version": job["model_version"],
         "created_at": job["created_at"],
         "updated_at": job["updated_at"],
