@@ -110,7 +110,8 @@ def test_robust_rules_resist_a_poisoning_site_that_scores_highest_and_can_be_exc
         assert all(results[rule] > clean - 0.05 for rule in robust), (clean, results)
 
         # The operator leaves mallory out of a running job's later rounds, audited.
-        submitted = federation.api.submit_job(small_job({"name": "fedavg"}, **{**job, "rounds": 30}))
+        longer = small_job({"name": "fedavg"}, **{**job, "rounds": 30})
+        submitted = federation.api.submit_job(longer)
         job_id = submitted["job_id"]
         while not any(
             h["round"] >= 1 and h["ended_at"] for h in federation.api.job(job_id)["history"]
