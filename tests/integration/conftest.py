@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 
 from fedsilo.cli.api import OperatorApi
@@ -230,3 +232,34 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     command = [str(moto_server), "-H", "127.0.0.1", "-p", str(port)]
     with local_server(command, f"http://127.0.0.1:{port}/", log):
         yield f"127.0.0.1:{port}"
+
+
+def _poison(site: Site, stop: threading.Event) -> None:
+    """Heartbeats, declines all but training, and trains by uploading noise of standard
+    deviation 5 in every coordinate (a fresh draw each round), claiming as many examples as
+    a real hospital."""
+    rng = np.random.default_rng(7)
+    while not stop.is_set():
+        site.registry.Heartbeat(registry_pb2.HeartbeatRequest(client_id=site.client_id))
+        task = site.scheduler.WaitForTask(
+            scheduler_pb2.WaitForTaskRequest(client_id=site.client_id, wait_s=0.5)
+        )
+        if task.kind == scheduler_pb2.TASK_KIND_NONE:
+            continue
+        if task.kind != scheduler_pb2.TASK_KIND_TRAIN:
+            site.scheduler.DeclineTask(
+                scheduler_pb2.DeclineTaskRequest(
+                    client_id=site.client_id, task_id=task.task_id, reason="mallory: no"
+                )
+            )
+            continue
+        poison = rng.normal(0.0, 5.0, task.manifest.num_parameters).astype("<f4")
+        blob = site.models.upload(poison.tobytes(), dtype="float32").ref
+        submit_update(site, task, blob, num_examples=150)
+
+
+def poisoning(site: Site, stop: threading.Event) -> threading.Thread:
+    """An enrolled site that poisons every round it is selected for, until `stop` is set."""
+    thread = threading.Thread(target=_poison, args=(site, stop), daemon=True, name="poisoning")
+    thread.start()
+    return thread

@@ -1,10 +1,12 @@
 """The chart's dashboards and alert rules against a real Prometheus scraping a real federation:
 every dashboard query returns data, every alert expression evaluates over series that exist,
-the rules load healthy, and the ε alert fires for the site whose policy cap is nearly spent."""
+the rules load healthy, the ε alert fires for the site whose policy cap is nearly spent, and
+the anomaly alert for the site that poisons three rounds in a row."""
 
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,12 +26,15 @@ from unit.observability import (
 )
 
 from fedsilo.cli.up import LocalControlPlane, free_port
+from fedsilo.federations import heart_disease
 from fedsilo.policy import SitePolicy
 
 from .conftest import (
     FAST_LIVENESS,
     SHARD_PARAMETERS,
+    enroll_site,
     local_server,
+    poisoning,
     require_heart_data,
     small_job,
     start_federation,
@@ -39,6 +44,8 @@ pytestmark = pytest.mark.slow
 
 # The capped site spends ε close to its cap on the private job: FedsiloSiteEpsilonNearCap fires.
 CAPPED_SITE, MAX_EPSILON, TARGET_EPSILON = "va", 4.5, 4.0
+# Rounds of the poisoned job: the alert wants 3 anomalous rounds in a row.
+ANOMALOUS_ROUNDS = 4
 # Windows that reach back over the whole run, so every rate() sees the jobs.
 RUN_VALUES = {**TEMPLATE_VALUES, "__rate_interval": "10m"}
 
@@ -136,6 +143,21 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
                     paillier={"key_bits": 1024, "clip": 0.5},
                 )
             )
+            # Last, a plaintext job with a robust rule and a fifth site that poisons every
+            # round: its anomaly scores and streak reach the gauges and the alert fires.
+            stop = threading.Event()
+            poisoning(enroll_site(federation, folder, "mallory", heart_disease.DATASET), stop)
+            try:
+                seen.jobs["poisoned"] = federation.run_job(
+                    small_job(
+                        {"name": "fedavg"},
+                        rounds=ANOMALOUS_ROUNDS,
+                        min_clients=4,  # the capped site wants DP: it declines
+                        aggregation={"rule": "median"},
+                    )
+                )
+            finally:
+                stop.set()
             for name, status in seen.jobs.items():
                 assert status["state"] == "completed", f"{name}: {status['error']}"
             finished = time.time()
@@ -154,6 +176,13 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Observed]:
         assert server.returncode == 0, f"Prometheus exited with {server.returncode}"
     finally:
         federation.plane.stop()
+
+
+def firing(observed: Observed, name: str) -> list[dict[str, str]]:
+    alerts = _api(observed.url, "/api/v1/alerts")["data"]["alerts"]
+    return [
+        a["labels"] for a in alerts if a["labels"]["alertname"] == name and a["state"] == "firing"
+    ]
 
 
 def test_every_dashboard_query_returns_data(observed: Observed) -> None:
@@ -200,20 +229,10 @@ def test_the_rules_are_loaded_and_evaluate_healthy(observed: Observed) -> None:
 
 def test_the_epsilon_alert_fires_for_the_site_near_its_cap(observed: Observed) -> None:
     job_id = observed.jobs["secagg+dp"]["job_id"]
-
-    def firing(name: str) -> list[dict[str, str]]:
-        alerts = _api(observed.url, "/api/v1/alerts")["data"]["alerts"]
-        return [
-            a["labels"]
-            for a in alerts
-            if a["labels"]["alertname"] == name and a["state"] == "firing"
-        ]
-
-    _wait_for(lambda: bool(firing("FedsiloSiteEpsilonNearCap")), "FedsiloSiteEpsilonNearCap")
-    assert [(a["site"], a["job_id"]) for a in firing("FedsiloSiteEpsilonNearCap")] == [
-        (CAPPED_SITE, job_id)
-    ]
-    assert firing("FedsiloSiteEpsilonOverCap") == []
+    near_cap = "FedsiloSiteEpsilonNearCap"
+    _wait_for(lambda: bool(firing(observed, near_cap)), near_cap)
+    assert [(a["site"], a["job_id"]) for a in firing(observed, near_cap)] == [(CAPPED_SITE, job_id)]
+    assert firing(observed, "FedsiloSiteEpsilonOverCap") == []
     # The site's own ledger agrees with the job's accountant: it took part in every round.
     spent = observed.jobs["secagg+dp"]["history"][-1]["epsilon"]
     (site,) = observed.query(
@@ -221,6 +240,21 @@ def test_the_epsilon_alert_fires_for_the_site_near_its_cap(observed: Observed) -
     )
     assert float(site["value"][1]) == pytest.approx(spent, rel=1e-6)
     assert 0.8 * MAX_EPSILON <= spent <= TARGET_EPSILON
+
+
+def test_the_anomaly_alert_fires_for_the_poisoning_site_only(observed: Observed) -> None:
+    job_id = observed.jobs["poisoned"]["job_id"]
+    _wait_for(lambda: bool(firing(observed, "FedsiloSiteUpdatesAnomalous")), "the anomaly alert")
+    assert [(a["site"], a["job_id"]) for a in firing(observed, "FedsiloSiteUpdatesAnomalous")] == [
+        ("mallory", job_id)
+    ]
+    scores = {
+        sample["metric"]["site"]: float(sample["value"][1])
+        for sample in observed.query(f'fedsilo_site_anomaly_score{{job_id="{job_id}"}}')
+    }
+    assert max(scores, key=scores.__getitem__) == "mallory" and CAPPED_SITE not in scores
+    last = observed.jobs["poisoned"]["history"][-1]["anomaly"]
+    assert scores == pytest.approx({site: s["score"] for site, s in last.items()})
 
 
 def test_the_panels_show_what_the_jobs_did(observed: Observed) -> None:

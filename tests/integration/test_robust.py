@@ -13,48 +13,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-
-from fedsilo.v1 import registry_pb2, scheduler_pb2
 
 from .conftest import (
     FAST_LIVENESS,
-    Site,
     enroll_site,
+    poisoning,
     require_heart_data,
     small_job,
     start_federation,
-    submit_update,
 )
 
 pytestmark = pytest.mark.slow
 
 ROUNDS = 4
-
-
-def attack(site: Site, stop: threading.Event) -> None:
-    """Mallory: heartbeats, declines all but training, and trains by uploading noise of
-    standard deviation 5 in every coordinate (a fresh draw each round), claiming as many
-    examples as a real hospital."""
-    rng = np.random.default_rng(7)
-    while not stop.is_set():
-        site.registry.Heartbeat(registry_pb2.HeartbeatRequest(client_id=site.client_id))
-        task = site.scheduler.WaitForTask(
-            scheduler_pb2.WaitForTaskRequest(client_id=site.client_id, wait_s=0.5)
-        )
-        if task.kind == scheduler_pb2.TASK_KIND_NONE:
-            continue
-        if task.kind != scheduler_pb2.TASK_KIND_TRAIN:
-            site.scheduler.DeclineTask(
-                scheduler_pb2.DeclineTaskRequest(
-                    client_id=site.client_id, task_id=task.task_id, reason="mallory: no"
-                )
-            )
-            continue
-        poison = rng.normal(0.0, 5.0, task.manifest.num_parameters).astype("<f4")
-        blob = site.models.upload(poison.tobytes(), dtype="float32").ref
-        submit_update(site, task, blob, num_examples=150)
 
 
 def final_auc(status: dict[str, Any]) -> float:
@@ -81,9 +53,7 @@ def test_robust_rules_resist_a_poisoning_site_that_scores_highest_and_can_be_exc
         clean = final_auc(
             federation.run_job(small_job({"name": "fedavg"}, **job, aggregation={"rule": "median"}))
         )
-        mallory = enroll_site(federation, tmp_path, "mallory", "heart-disease")
-        attacker = threading.Thread(target=attack, args=(mallory, stop), daemon=True)
-        attacker.start()
+        poisoning(enroll_site(federation, tmp_path, "mallory", "heart-disease"), stop)
         results = {}
         for rule in (
             {"rule": "weighted_mean"},

@@ -204,3 +204,19 @@ def test_gram_rules_check_their_parameters(aggregation: dict[str, object], messa
     spec = parse_job_spec({"dataset": "d", "min_clients": 4, "aggregation": aggregation})
     with pytest.raises(ValueError, match=message):
         check_rule(spec)
+
+
+@pytest.mark.parametrize("count", range(1, 14))
+def test_the_sorting_network_sorts_every_zero_one_input(count: int) -> None:
+    """The 0-1 principle: a comparator network that sorts every 0/1 input sorts all."""
+    import itertools
+
+    from fedsilo.aggregator.selection import apply_network, pruned_network, sorting_network
+
+    network = sorting_network(count)
+    bits = np.array(list(itertools.product([0.0, 1.0], repeat=count)), dtype=np.float32).T
+    rows = [row.copy() for row in bits]
+    apply_network(rows, network, np.empty(bits.shape[1], dtype=np.float32))
+    assert np.array_equal(np.stack(rows), np.sort(bits, axis=0))
+    middle = frozenset({(count - 1) // 2, count // 2})
+    assert len(pruned_network(count, middle)) <= len(network)
