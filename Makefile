@@ -9,7 +9,7 @@ TOOLS  := .tools/bin
 # Root installs Debian packages directly; anyone else through sudo.
 APT    := $(if $(filter 0,$(shell id -u)),,sudo )apt-get
 
-.PHONY: setup tools prometheus images demo test test-fast lint typecheck proto bench bench-accuracy bench-privacy bench-paillier bench-aggregation bench-secagg bench-dp bench-rounds bench-control-plane bench-tasks up clean help
+.PHONY: setup tools prometheus images demo test test-fast lint typecheck proto bench bench-accuracy bench-privacy bench-paillier bench-aggregation bench-secagg bench-dp bench-rounds bench-control-plane bench-tasks bench-robust bench-robust-timing up clean help
 
 help:
 	@echo "make demo    run a reference federation (ARGS='--federation gbsg2 --rounds 5 --out DIR'; default heart)"
@@ -101,6 +101,14 @@ bench-control-plane: $(STAMP)
 
 bench-tasks: $(STAMP)
 	$(PY) bench/tasks.py $(ARGS)
+
+# Robust aggregation: its cost against FedAvg, then the attack campaign (bench/results/robust.json).
+bench-robust-timing: $(STAMP)
+	$(PY) bench/robust_timing.py $(ARGS)
+
+bench-robust: $(STAMP)
+	$(PY) bench/robust_timing.py
+	$(PY) bench/robust_attacks.py $(ARGS)
 
 # Everything, one after the other (about an hour); figures in bench/results/*.json.
 bench: bench-aggregation bench-secagg bench-paillier bench-dp bench-rounds bench-control-plane bench-accuracy bench-privacy
