@@ -113,7 +113,9 @@ def combine_shard(
             raise ShardInputError(str(error)) from None
         delta = rule.combine(source, inputs, weights, begin, end, threads, aggregation)
     # What each site's update looks like against the combined one (before any noise).
-    stats = shard_statistics(source, inputs, delta, begin, end, threads) if secagg is None else None
+    stats = None
+    if secagg is None and len(inputs) > 1:
+        stats = shard_statistics(source, inputs, delta, begin, end, threads)
     if privacy is not None:
         std = noise_std_per_client(
             privacy.clip_norm, privacy.require_noise_multiplier(), len(inputs), distributed=False
