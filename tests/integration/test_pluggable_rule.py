@@ -150,7 +150,8 @@ def test_a_rule_registered_in_one_line_runs_a_real_job(
         spec = JobSpec(
             dataset="toy", rounds=2, min_clients=3, aggregation={"rule": "coordinate_max"}
         )
-        with pytest.raises(RpcRejection, match="'coordinate_max' needs each site's update, which secure aggregation hides"):
+        hidden = "'coordinate_max' needs each site's update, which secure aggregation hides"
+        with pytest.raises(RpcRejection, match=hidden):
             scheduler.submit_job(spec.model_copy(update={"protection": "secagg"}))
         with pytest.raises(RpcRejection, match="unknown aggregation rule 'median_of_nothing'"):
             scheduler.submit_job(JobSpec(dataset="toy", aggregation={"rule": "median_of_nothing"}))
