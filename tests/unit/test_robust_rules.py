@@ -211,12 +211,35 @@ def test_the_sorting_network_sorts_every_zero_one_input(count: int) -> None:
     """The 0-1 principle: a comparator network that sorts every 0/1 input sorts all."""
     import itertools
 
-    from fedsilo.aggregator.selection import apply_network, pruned_network, sorting_network
+    from fedsilo.aggregator.selection import pruned_network, sorting_network
 
     network = sorting_network(count)
     bits = np.array(list(itertools.product([0.0, 1.0], repeat=count)), dtype=np.float32).T
-    rows = [row.copy() for row in bits]
-    apply_network(rows, network, np.empty(bits.shape[1], dtype=np.float32))
-    assert np.array_equal(np.stack(rows), np.sort(bits, axis=0))
+    rows = bits.copy()
+    for low, high in network:
+        rows[low], rows[high] = np.minimum(rows[low], rows[high]), np.maximum(rows[low], rows[high])
+    assert np.array_equal(rows, np.sort(bits, axis=0))
     middle = frozenset({(count - 1) // 2, count // 2})
     assert len(pruned_network(count, middle)) <= len(network)
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 12, 40])  # 40: the tiled loop
+def test_the_compiled_selection_matches_numpy_with_ties_and_signed_zeros(count: int) -> None:
+    from fedsilo.aggregator.selection import selection_kernel
+
+    rng = np.random.default_rng(count)
+    values = np.round(rng.normal(size=(count, 1001)), 1).astype(np.float32)  # many ties
+    values[:, :10] = -0.0
+    low, high = (count - 1) // 2, count // 2
+    out = np.empty(values.shape[1], dtype=np.float32)
+    median_terms = ((low, 0.5), (high, 0.5)) if low != high else ((low, 1.0),)
+    selection_kernel(count, frozenset({low, high}), median_terms)(list(values), out)
+    assert np.allclose(out, np.median(values, axis=0), atol=1e-6)
+    cut = count // 4
+    ends = frozenset(range(cut)) | frozenset(range(count - cut, count))
+    middle = tuple((wire, 1.0 / (count - 2 * cut)) for wire in range(cut, count - cut))
+    selection_kernel(count, ends, middle)(list(values), out)
+    expected = np.sort(values, axis=0)[cut : count - cut].mean(axis=0)
+    assert np.allclose(out, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="fall outside"):
+        selection_kernel(count, frozenset({count}), middle)

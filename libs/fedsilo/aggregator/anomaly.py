@@ -58,16 +58,18 @@ def shard_statistics(
     threads: int = 1,
 ) -> ShardStatistics:
     """One more read of the inputs over [begin, end): squared norms and dot products with
-    `delta` (the combined update over the same range), block by block in float64."""
+    `delta` (the combined update over the same range), block by block, in one compiled pass
+    per piece that accumulates in float64 (fedsilo.aggregator.kernels)."""
+    from fedsilo.aggregator.kernels import norm_and_dot, read_only
+
     squared = [0.0] * len(inputs)
     dots = [0.0] * len(inputs)
     lock = threading.Lock()
-    reference = np.array(delta, dtype=np.float32, copy=True)
+    reference = np.ascontiguousarray(delta, dtype=np.float32)  # read, never written
 
     def accumulate(index: int, values: NDArray[Any], block: NDArray[Any]) -> None:
         # `block` is the matching range of `reference`, read and left as it is.
-        norm = float(np.dot(values, values))
-        dot = float(np.dot(values, block))
+        norm, dot = norm_and_dot(read_only(values), read_only(block))
         with lock:
             squared[index] += norm
             dots[index] += dot
@@ -77,7 +79,7 @@ def shard_statistics(
         clients=tuple(item.client_id for item in inputs),
         squared_norms=tuple(squared),
         dots=tuple(dots),
-        aggregate_squared_norm=float(np.dot(delta.astype(np.float64), delta.astype(np.float64))),
+        aggregate_squared_norm=norm_and_dot(read_only(reference), read_only(reference))[0],
     )
 
 

@@ -7,14 +7,14 @@ a sorting network pruned to the order statistics the rule needs (fedsilo.aggrega
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from fedsilo.aggregator.fold import fold_inputs
-from fedsilo.aggregator.selection import apply_network, pruned_network
+from fedsilo.aggregator.selection import Term, selection_kernel
 from fedsilo.aggregator.sources import BlobSource
 from fedsilo.algorithms.aggregate import Vector
 from fedsilo.v1 import aggregator_pb2
@@ -25,25 +25,20 @@ def trimmed_count(beta: float, num_inputs: int) -> int:
     return math.floor(beta * num_inputs + 1e-9)
 
 
-# Coordinates reduced at a time: a block of every input's values (SUB_BLOCK * 4 bytes each)
-# stays in cache while the network's comparators pass over it.
-SUB_BLOCK = 1 << 14
-
-Reduce = Callable[[list[NDArray[np.float32]], NDArray[np.float32]], None]
-
-
-def _gathered(
+def _selected(
     source: BlobSource,
     inputs: list[aggregator_pb2.ShardInput],
     begin: int,
     end: int,
     threads: int,
-    reduce: Reduce,
+    placed: frozenset[int],
+    terms: tuple[Term, ...],
 ) -> Vector:
     """For each block of the fold, hold every input's piece (views, not copies: each
-    reader's next piece comes only with the next block), then copy them sub-block by
-    sub-block into cache-sized rows and `reduce(rows, out)` into the output."""
+    reader's next piece comes only with the next block), then run the selection kernel
+    (fedsilo.aggregator.selection) over them into the output block."""
     count = len(inputs)
+    kernel = selection_kernel(count, placed, terms)
     out = np.empty(end - begin, dtype=np.float32)
     pieces: dict[int, list[NDArray[Any]]] = {}
 
@@ -51,17 +46,9 @@ def _gathered(
         key = block.__array_interface__["data"][0]  # each block of the output: its own
         held = pieces.setdefault(key, [])
         held.append(values)
-        if index < count - 1:
-            return
-        del pieces[key]
-        rows = [np.empty(SUB_BLOCK, dtype=np.float32) for _ in range(count)]
-        for start in range(0, block.size, SUB_BLOCK):
-            stop = min(start + SUB_BLOCK, block.size)
-            width = stop - start
-            views = [row[:width] for row in rows]
-            for view, piece in zip(views, held, strict=True):
-                np.copyto(view, piece[start:stop])
-            reduce(views, block[start:stop])
+        if index == count - 1:
+            del pieces[key]
+            kernel(held, block)
 
     fold_inputs(source, inputs, begin, end, out, accumulate, threads)
     return out
@@ -80,18 +67,8 @@ def coordinate_median(
     even count); one site, however far off, moves no coordinate beyond the honest range."""
     count = len(inputs)
     low, high = (count - 1) // 2, count // 2
-    network = pruned_network(count, frozenset({low, high}))
-
-    def reduce(rows: list[NDArray[np.float32]], out: NDArray[np.float32]) -> None:
-        scratch = np.empty_like(rows[0])
-        apply_network(rows, network, scratch)
-        if low == high:
-            np.copyto(out, rows[low])
-        else:
-            np.add(rows[low], rows[high], out=out)
-            out *= np.float32(0.5)
-
-    return _gathered(source, inputs, begin, end, threads, reduce)
+    terms = ((low, 1.0),) if low == high else ((low, 0.5), (high, 0.5))
+    return _selected(source, inputs, begin, end, threads, frozenset({low, high}), terms)
 
 
 def trimmed_mean(
@@ -110,19 +87,9 @@ def trimmed_mean(
     if count - 2 * cut < 1:
         raise ValueError(f"trimmed_mean's beta {params.get('beta')} leaves none of {count} inputs")
     ends = frozenset(range(cut)) | frozenset(range(count - cut, count))
-    network = pruned_network(count, ends)
-    middle = [wire for wire in range(count) if wire not in ends]
-    scale = np.float32(1.0 / len(middle))
-
-    def reduce(rows: list[NDArray[np.float32]], out: NDArray[np.float32]) -> None:
-        scratch = np.empty_like(rows[0])
-        apply_network(rows, network, scratch)
-        np.copyto(out, rows[middle[0]])
-        for wire in middle[1:]:
-            out += rows[wire]
-        out *= scale
-
-    return _gathered(source, inputs, begin, end, threads, reduce)
+    middle = range(cut, count - cut)
+    terms = tuple((wire, 1.0 / len(middle)) for wire in middle)
+    return _selected(source, inputs, begin, end, threads, ends, terms)
 
 
 def median_problem(params: Mapping[str, Any], min_clients: int) -> str | None:
