@@ -66,8 +66,9 @@ MODEL_METRIC = Gauge(
 )
 SITE_ANOMALY = Gauge(
     "fedsilo_site_anomaly_score",
-    "how far a site's last update was from the round's aggregate: (1 - cosine similarity) + "
-    "|log2(its norm / the median norm)|; about 0.3 for honest sites, plaintext rounds only",
+    "how far a site's last update was from the round's coordinate-wise median update: (1 - "
+    "cosine similarity) + max(0, log2(its norm / the median norm)); about 0.3 for honest sites, "
+    "plaintext rounds only",
     ["job_id", "site"],
 )
 SITE_ANOMALOUS_ROUNDS = Gauge(

@@ -8,6 +8,7 @@ come from the registry.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from pydantic import Field
@@ -25,6 +26,9 @@ from fedsilo.rpc.channels import connect
 from fedsilo.rpc.server import configure_logging, run_until_signalled, start_service
 from fedsilo.settings import ServiceSettings
 from fedsilo.v1 import keymanager_pb2_grpc, registry_pb2_grpc, scheduler_pb2_grpc
+
+if TYPE_CHECKING:
+    from fedsilo.client.agent import ClientAgent
 
 
 class ClientSettings(ServiceSettings):
@@ -94,7 +98,9 @@ def connect_site(settings: ClientSettings, config: SiteConfig) -> SiteConnection
     )
 
 
-def main() -> None:
+def main(agent_type: type[ClientAgent] | None = None) -> None:
+    """Run a site's agent until signalled; `agent_type` (a ClientAgent subclass) replaces
+    the agent for harnesses that play a misbehaving site (bench/adversary.py)."""
     # Here, not at the top: worker processes (Paillier randomness) import this module to
     # start, and need neither torch nor the agent.
     import torch
@@ -114,7 +120,7 @@ def main() -> None:
     except EnrollmentError as error:
         raise SystemExit(str(error)) from None
     tls, endpoints = site.tls, site.endpoints
-    agent = ClientAgent(
+    agent = (agent_type or ClientAgent)(
         config,
         ControlPlane(
             registry=registry_pb2_grpc.RegistryStub(connect(endpoints["registry"], tls)),

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from google.protobuf import json_format
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from fedsilo.audit import AuditLog
 from fedsilo.jobs import JobSpecError, parse_job_spec
@@ -63,6 +63,22 @@ class RevokeRequest(BaseModel):
 class ExcludeRequest(BaseModel):
     site: str = Field(..., min_length=1, max_length=63)
     reason: str = Field("excluded by the operator", max_length=500)
+
+
+class ContributionsRequest(BaseModel):
+    """A contribution computation's result (fedsilo.cli.contributions)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = Field(..., min_length=1, max_length=64)
+    validation: str = Field(..., max_length=500, description="what the coalitions were scored on")
+    method: str = Field(..., max_length=200)
+    shapley: dict[str, float]
+    leave_one_out: dict[str, float]
+    rounds: int = Field(..., ge=1)
+    grand_coalition: float
+    empty_coalition: float
+    per_round: list[dict[str, float]] = Field(default_factory=list)
 
 
 _BEARER = HTTPBearer(auto_error=False)
@@ -177,6 +193,47 @@ def build_app(
             )
         return status
 
+    @app_v1.get("/v1/jobs/{job_id}/contributions/inputs")
+    def contribution_inputs(job_id: str) -> dict[str, Any]:
+        """Each trained round's starting model and accepted updates (plaintext jobs only)."""
+        try:
+            inputs = scheduler.contribution_inputs(job_id)
+        except RpcRejection as rejection:
+            raise _http_error(rejection) from None
+        if audit is not None:
+            audit.append("updates_listed", actor="operator", job_id=job_id)
+        return inputs
+
+    @app_v1.get("/v1/jobs/{job_id}/blobs/{digest}")
+    def job_blob(job_id: str, digest: str) -> StreamingResponse:
+        """One of the job's models or accepted updates, as stored (float32, little-endian)."""
+        try:
+            scheduler.job_blob(job_id, digest)
+        except RpcRejection as rejection:
+            raise _http_error(rejection) from None
+        if audit is not None:
+            audit.append("blob_read", actor="operator", job_id=job_id, digest=digest)
+        return StreamingResponse(
+            _blob_chunks(models, digest), media_type="application/octet-stream"
+        )
+
+    @app_v1.post("/v1/jobs/{job_id}/contributions")
+    def record_contributions(job_id: str, request: ContributionsRequest) -> dict[str, Any]:
+        """Keep per-site contribution scores with the job (audited)."""
+        try:
+            status = scheduler.record_contributions(job_id, request.model_dump())
+        except RpcRejection as rejection:
+            raise _http_error(rejection) from None
+        if audit is not None:
+            audit.append(
+                "contributions_recorded",
+                actor="operator",
+                job_id=job_id,
+                shapley=request.shapley,
+                validation=request.validation,
+            )
+        return status
+
     @app_v1.get("/v1/jobs/{job_id}/models")
     def list_models(job_id: str) -> list[dict[str, Any]]:
         try:
@@ -200,15 +257,8 @@ def build_app(
         except grpc.RpcError as error:
             raise _grpc_http_error(error) from None
 
-        def chunks() -> Iterator[bytes]:
-            from fedsilo.v1 import modelstore_pb2
-
-            request = modelstore_pb2.DownloadBlobRequest(digest=record.blob.digest)
-            for chunk in models.stub.DownloadBlob(request):
-                yield chunk.data
-
         return StreamingResponse(
-            chunks(),
+            _blob_chunks(models, record.blob.digest),
             media_type="application/octet-stream",
             headers={
                 "X-Fedsilo-Model-Version": record.version,
@@ -226,3 +276,10 @@ def build_app(
 
     app.include_router(app_v1)
     return app
+
+
+def _blob_chunks(models: ModelStoreClient, digest: str) -> Iterator[bytes]:
+    from fedsilo.v1 import modelstore_pb2
+
+    for chunk in models.stub.DownloadBlob(modelstore_pb2.DownloadBlobRequest(digest=digest)):
+        yield chunk.data

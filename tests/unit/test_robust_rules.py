@@ -117,13 +117,33 @@ def test_statistics_merge_over_ranges_and_score_the_outlier_highest() -> None:
     norms = [np.linalg.norm(u) for u in updates]
     assert flipped_score["norm_ratio"] == pytest.approx(norms[4] / np.median(norms))
     assert flipped_score["score"] == pytest.approx(
-        1 - flipped_score["cosine"] + abs(math.log2(flipped_score["norm_ratio"]))
+        1 - flipped_score["cosine"] + max(math.log2(flipped_score["norm_ratio"]), 0.0)
     )
     assert max(scores, key=lambda s: scores[s]["score"]) == "site-4"
     assert all(scores[f"site-{i}"]["score"] < 1.0 for i in range(4))
     # Ranges that saw different inputs do not merge.
     other = ShardStatistics(("c0",), (1.0,), (1.0,), 1.0)
     assert ShardStatistics.merge([part(0, 37), other]) is None
+
+
+def test_sites_are_scored_against_the_median_update_whatever_the_rule() -> None:
+    """Under FedAvg a scaled update drags the mean toward itself; the scores' reference is
+    the coordinate-wise median, so the honest sites keep their cosines, and a short update
+    (a site the model already fits) is not an anomaly."""
+    rng = np.random.default_rng(2)
+    honest = [rng.normal(1.0, 0.5, 300).astype("<f4") for _ in range(4)]
+    short = (0.05 * honest[3]).astype("<f4")
+    updates = [*honest[:3], short, (100 * honest[0]).astype("<f4")]
+    blobs = Blobs()
+    shard = _shard(blobs, updates, [10] * 5, aggregation_json='{"rule": "weighted_mean"}')
+    stats = combine_shard(shard, blobs, blobs.put).stats
+    assert stats is not None
+    median = np.median(np.stack(updates).astype(np.float64), axis=0)
+    assert stats.dots == pytest.approx([float(u.astype(np.float64) @ median) for u in updates])
+    assert stats.aggregate_squared_norm == pytest.approx(float(median @ median))
+    scores = anomaly_scores(stats, {})
+    assert max(scores, key=lambda c: scores[c]["score"]) == stats.clients[4]
+    assert all(scores[c]["score"] < 1.0 for c in stats.clients[:4])
 
 
 def test_a_gram_stage_returns_the_inputs_gram_matrix_over_the_range() -> None:
@@ -158,17 +178,21 @@ def test_multi_krum_picks_the_updates_closest_to_their_neighbours() -> None:
         krum(updates[:4] @ updates[:4].T, weights[:4], {"f": 1})
 
 
-def test_centered_clipping_in_coefficients_equals_iterating_on_the_vectors() -> None:
+@pytest.mark.parametrize("tau", [2.0, "median"])
+def test_centered_clipping_in_coefficients_equals_iterating_on_the_vectors(
+    tau: float | str,
+) -> None:
     from fedsilo.aggregator.geometry import centered_clipping
 
     updates, weights = vectors()
-    coefficients = centered_clipping(updates @ updates.T, weights, {"tau": 2.0, "iterations": 4})
+    coefficients = centered_clipping(updates @ updates.T, weights, {"tau": tau, "iterations": 4})
     norms = np.linalg.norm(updates, axis=1)
     v = (weights * np.minimum(1, np.median(norms) / norms)) @ updates  # the norm-bounded start
     for _ in range(4):
         steps = updates - v
         norms = np.linalg.norm(steps, axis=1)
-        v = v + (weights[:, None] * steps * np.minimum(1, 2.0 / norms)[:, None]).sum(axis=0)
+        radius = np.median(norms) if tau == "median" else tau
+        v = v + (weights[:, None] * steps * np.minimum(1, radius / norms)[:, None]).sum(axis=0)
     assert coefficients @ updates == pytest.approx(v)
     honest = updates[:5].mean(axis=0)
     # The flipped update pulls the plain mean far off, the clipped centre little.
@@ -192,7 +216,7 @@ def test_norm_bounding_scales_long_updates_to_the_median_norm() -> None:
     [
         ({"rule": "krum", "f": 1}, r"min_clients is 4; raise it to 5 or lower f"),
         ({"rule": "krum", "f": -1}, "f must be an integer >= 0"),
-        ({"rule": "centered_clipping", "tau": 0}, "tau must be a positive number"),
+        ({"rule": "centered_clipping", "tau": 0}, "tau must be a positive number or 'median'"),
         (
             {"rule": "norm_bounded_mean", "bound": "mean"},
             "bound must be a positive number or 'median'",

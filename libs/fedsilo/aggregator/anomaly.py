@@ -1,11 +1,14 @@
 """Per-site anomaly scores from what the aggregator sees: each update's norm against the median
-norm, and its cosine similarity to the round's (robust) aggregate.
+norm, and its cosine similarity to the round's coordinate-wise median update (robust, whatever
+rule aggregates: under FedAvg one large update drags the mean, and every honest site's cosine
+with it, toward itself).
 
 Each aggregator replica measures its coordinate range (`shard_statistics`: every input's
-squared norm and dot product with the combined delta, and the delta's squared norm); the
+squared norm and dot product with the reference, and the reference's squared norm); the
 scheduler adds the ranges up (`ShardStatistics.merge`) and scores the sites (`anomaly_scores`).
-A site's score is (1 - cosine) + |log2(norm / median norm)|: about 0.3 for an honest site on
-non-IID data, 4 for a sign flip x4, 6.6 for a scaling x100.
+A site's score is (1 - cosine) + max(0, log2(norm / median norm)): about 0.3 for an honest site
+on non-IID data, 4 for a sign flip x4, 6.6 for a scaling x100; a site that sends nothing useful
+(a zero update) scores 1.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from fedsilo.v1 import aggregator_pb2
 class ShardStatistics:
     clients: tuple[str, ...]
     squared_norms: tuple[float, ...]
-    dots: tuple[float, ...]  # each input's dot product with the combined delta
+    dots: tuple[float, ...]  # each input's dot product with the reference (the median update)
     aggregate_squared_norm: float
 
     @staticmethod
@@ -58,7 +61,7 @@ def shard_statistics(
     threads: int = 1,
 ) -> ShardStatistics:
     """One more read of the inputs over [begin, end): squared norms and dot products with
-    `delta` (the combined update over the same range), block by block, in one compiled pass
+    `delta` (the reference over the same range), block by block, in one compiled pass
     per piece that accumulates in float64 (fedsilo.aggregator.kernels)."""
     from fedsilo.aggregator.kernels import norm_and_dot, read_only
 
@@ -103,9 +106,11 @@ def anomaly_scores(
     for client, norm, dot in zip(stats.clients, norms, stats.dots, strict=True):
         cosine = dot / (norm * aggregate) if norm > 0 and aggregate > 0 else 0.0
         ratio = norm / median if median > 0 else 1.0
-        spread = abs(math.log2(ratio)) if ratio > 0 else 0.0
+        # Only the excess counts: a short update has little influence on any rule (and a site
+        # whose data the model already fits sends one); a long one is how a site takes over.
+        excess = max(math.log2(ratio), 0.0) if ratio > 0 else 0.0
         site = sites.get(client, client)
-        score = (1.0 - cosine) + spread
+        score = (1.0 - cosine) + excess
         before = (previous or {}).get(site, {}).get("streak", 0.0)
         out[site] = {
             "score": score,

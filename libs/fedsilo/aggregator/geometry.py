@@ -89,13 +89,16 @@ def norm_bounded(gram: Gram, weights: NDArray[np.float64], params: Mapping[str, 
 def centered_clipping(gram: Gram, weights: NDArray[np.float64], params: Mapping[str, Any]) -> Gram:
     """v <- v + sum_i w_i clip_tau(u_i - v), `iterations` times, from the norm-bounded mean (a
     robust start; the paper starts from the previous round's momentum); v is kept as its
-    coefficients a over the updates, ||u_i - v||^2 = G_ii - 2 (G a)_i + a'Ga."""
-    tau = float(params.get("tau", 1.0))
+    coefficients a over the updates, ||u_i - v||^2 = G_ii - 2 (G a)_i + a'Ga. tau is a radius
+    in the updates' units, or "median" (the default): each iteration's median distance from v,
+    which needs no knowledge of the updates' scale."""
+    tau = params.get("tau", "median")
     a = norm_bounded(gram, weights, {"bound": "median"})
     for _ in range(int(params.get("iterations", 3))):
         ga = gram @ a
         distances = np.sqrt(np.maximum(np.diag(gram) - 2 * ga + a @ ga, 0.0))
-        factors = np.minimum(1.0, tau / np.maximum(distances, 1e-30))
+        radius = float(np.median(distances)) if tau == "median" else float(tau)
+        factors = np.minimum(1.0, radius / np.maximum(distances, 1e-30))
         # sum_i w_i c_i (e_i - a)
         a = a + weights * factors - (weights * factors).sum() * a
     return a
@@ -147,9 +150,14 @@ def centered_clipping_problem(params: Mapping[str, Any], min_clients: int) -> st
     problem = _unknown(params, {"tau", "iterations"}, "centered_clipping")
     if problem:
         return problem
-    tau, iterations = params.get("tau", 1.0), params.get("iterations", 3)
-    if not isinstance(tau, int | float) or not tau > 0 or not math.isfinite(tau):
-        return f"aggregation.tau must be a positive number, got {tau!r}"
+    tau, iterations = params.get("tau", "median"), params.get("iterations", 3)
+    if tau != "median" and (
+        isinstance(tau, bool)
+        or not isinstance(tau, int | float)
+        or not tau > 0
+        or not math.isfinite(tau)
+    ):
+        return f"aggregation.tau must be a positive number or 'median', got {tau!r}"
     if not isinstance(iterations, int) or not 1 <= iterations <= 100:
         return f"aggregation.iterations must be an integer in [1, 100], got {iterations!r}"
     return None

@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from fedsilo.aggregator.anomaly import ShardStatistics, shard_statistics
 from fedsilo.aggregator.fold import fold_inputs
 from fedsilo.aggregator.geometry import range_gram
+from fedsilo.aggregator.robust import coordinate_median
 from fedsilo.aggregator.rules import aggregation_rule
 from fedsilo.aggregator.sources import BlobSource, ModelStoreSource, ShardInputError
 from fedsilo.algorithms.aggregate import Vector, normalized_weights
@@ -107,15 +108,23 @@ def combine_shard(
         delta = _unmasked_sum(secagg, inputs, source, begin, end, threads)
     else:
         aggregation = json.loads(shard.aggregation_json or '{"rule": "weighted_mean"}')
+        rule_name = aggregation.pop("rule")
         try:
-            rule = aggregation_rule(aggregation.pop("rule"))
+            rule = aggregation_rule(rule_name)
         except ValueError as error:
             raise ShardInputError(str(error)) from None
         delta = rule.combine(source, inputs, weights, begin, end, threads, aggregation)
-    # What each site's update looks like against the combined one (before any noise).
+    # What each site's update looks like against the round's coordinate-wise median (before
+    # any noise), whatever the rule: a large update drags the mean toward itself, and with it
+    # the cosines of everyone else; the median stays among the honest updates.
     stats = None
     if secagg is None and len(inputs) > 1:
-        stats = shard_statistics(source, inputs, delta, begin, end, threads)
+        reference = (
+            delta
+            if rule_name == "median"
+            else coordinate_median(source, inputs, weights, begin, end, threads, {})
+        )
+        stats = shard_statistics(source, inputs, reference, begin, end, threads)
     if privacy is not None:
         std = noise_std_per_client(
             privacy.clip_norm, privacy.require_noise_multiplier(), len(inputs), distributed=False

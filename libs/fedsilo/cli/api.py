@@ -85,6 +85,18 @@ class OperatorApi:
         body = {"site": site, "reason": reason}
         return dict(self._call("POST", f"/v1/jobs/{job_id}/exclude", json=body))
 
+    def contribution_inputs(self, job_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/v1/jobs/{job_id}/contributions/inputs"))
+
+    def job_blob(self, job_id: str, digest: str) -> bytes:
+        response = self._http.get(f"/v1/jobs/{job_id}/blobs/{digest}")
+        if response.status_code >= 400:
+            raise ApiError(f"blob {digest[:16]}: HTTP {response.status_code}: {response.text}")
+        return response.content
+
+    def record_contributions(self, job_id: str, result: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/jobs/{job_id}/contributions", json=result))
+
     def models(self, job_id: str) -> list[dict[str, Any]]:
         return list(self._call("GET", f"/v1/jobs/{job_id}/models"))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -133,3 +133,23 @@ def print_job(status: dict[str, Any], events: int = 10) -> None:
             escape(f"  round {event['round']} {event['kind']} {event['client_id']}: ")
             + escape(event["detail"])
         )
+    if status.get("contributions"):
+        print_contributions(status["contributions"])
+
+
+def print_contributions(result: Mapping[str, Any]) -> None:
+    """Per-site contribution scores (fedsilo.cli.contributions), highest first."""
+    console.print(
+        f"{result['metric']} on {result['validation']}: {result['empty_coalition']:.4f} before "
+        f"round 1, {result['grand_coalition']:.4f} after the last ({result['rounds']} rounds)"
+    )
+    console.print(
+        table(
+            "contributions",
+            ["site", "Shapley", "leave-one-out"],
+            (
+                (site, f"{value:+.4f}", f"{result['leave_one_out'].get(site, 0.0):+.4f}")
+                for site, value in sorted(result["shapley"].items(), key=lambda kv: -kv[1])
+            ),
+        )
+    )

@@ -19,6 +19,7 @@ from fedsilo.cli.console import (
     table,
     watch_job,
 )
+from fedsilo.cli.contributions import cmd_job_contributions
 from fedsilo.jobs import JobSpecError, load_job_spec
 
 Handler = Callable[[argparse.Namespace, OperatorApi], int]
@@ -258,6 +259,20 @@ def add_operator_commands(commands: argparse._SubParsersAction[argparse.Argument
     exclude.add_argument("job_id")
     exclude.add_argument("site")
     exclude.add_argument("--reason", default="excluded by the operator")
+    contributions = command(
+        job,
+        "contributions",
+        "each site's contribution (Shapley, leave-one-out) on a validation set; kept with the job",
+        cmd_job_contributions,
+    )
+    contributions.add_argument("job_id")
+    contributions.add_argument(
+        "--validation", required=True, help="a site-style YAML declaring the validation data"
+    )
+    contributions.add_argument("--dataset", help="its dataset's name (default: the job's)")
+    contributions.add_argument(
+        "--permutations", type=int, default=50, help="for more than 8 sites: orders sampled"
+    )
 
     model = group("model", "global models")
     pull = command(model, "pull", "save a global model (state dict)", cmd_model_pull)

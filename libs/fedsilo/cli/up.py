@@ -109,7 +109,15 @@ class LocalControlPlane:
         (self.state_dir / PROCESSES_FILE).write_text(json.dumps(record, indent=2))
         return record
 
-    def start_client(self, site: str, site_config: Path, **extra_env: str) -> ServiceProcess:
+    def start_client(
+        self,
+        site: str,
+        site_config: Path,
+        *,
+        module: str = "fedsilo_services.client",
+        **extra_env: str,
+    ) -> ServiceProcess:
+        """A site's client process (`module`: another entry point that runs the agent)."""
         env = {
             **self.client_env(),
             "FEDSILO_AUDIT_DIR": str(self.state_dir / "audit"),
@@ -121,7 +129,7 @@ class LocalControlPlane:
             env["FEDSILO_ENROLLMENT_TOKEN"] = self.api().add_site(site)["token"]
         process = spawn(
             f"client-{site}",
-            "fedsilo_services.client",
+            module,
             {**env, **extra_env},
             self.state_dir / "run",
         )

@@ -18,7 +18,12 @@ import torch
 from fedsilo.algorithms.registry import proximal_mu
 from fedsilo.client.ledger import PrivacyLedger
 from fedsilo.client.secagg_participant import SecAggParticipant
-from fedsilo.client.site import SiteDatasets, TrainingSettings, describe_site, local_seed
+from fedsilo.client.site import (
+    SiteDatasets,
+    TrainingSettings,
+    describe_site,
+    training_settings,
+)
 from fedsilo.client.tasks import (
     TaskDeclined,
     decline_request,
@@ -260,13 +265,7 @@ class ClientAgent:
         start_vector = self._global_vector(task.model_version)
         mu = proximal_mu(spec.algorithm)
         privacy = site_privacy(spec, data.num_train)
-        settings = TrainingSettings(
-            steps=spec.local_steps,
-            batch_size=spec.batch_size,
-            learning_rate=spec.learning_rate,
-            optimizer=spec.optimizer,
-            seed=local_seed(spec.seed, task.round, self.site),
-        )
+        settings = training_settings(spec, task.round, self.site)
         if privacy is not None and privacy.mode == "sample":
             self._train_private(task, settings, privacy, model, data, start_vector, mu)
             return

@@ -35,6 +35,17 @@ def local_seed(job_seed: int, round_: int, site: str) -> int:
     return (job_seed * 7919 + round_ * 104_729 + zlib.crc32(site.encode())) & 0x7FFFFFFF
 
 
+def training_settings(spec: JobSpec, round_: int, site: str) -> TrainingSettings:
+    """What a site trains a round with: the job's settings and the site's own seed."""
+    return TrainingSettings(
+        steps=spec.local_steps,
+        batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        optimizer=spec.optimizer,
+        seed=local_seed(spec.seed, round_, site),
+    )
+
+
 class SiteDatasets:
     """A site's declared datasets, each loaded for a job's task as this site's label resolves
     it; the last few (dataset, task) pairs stay in memory."""

@@ -131,6 +131,68 @@ class Scheduler:
         log.warning("job %s: site %s excluded from future rounds: %s", job_id, site, reason)
         return self.job_status(job_id)
 
+    # contributions -------------------------------------------------------------------------
+    def contribution_inputs(self, job_id: str) -> dict[str, Any]:
+        """What a contribution computation reads: for each trained round, its starting
+        model and every accepted update (site, digest, examples). Only a completed plaintext
+        job has them: secure aggregation and Paillier hide each site's update by design."""
+        job = self._job_or_raise(job_id)
+        spec = json.loads(job["spec_json"])
+        if spec.get("protection", "none") != "none":
+            raise failed_precondition(
+                f"job {job_id} ran under {spec['protection']}: per-site contributions are not "
+                "computable from masked updates (only their sum was ever decrypted or "
+                "unmasked); the job's status shows the federation's figures, not the sites'"
+            )
+        if job["state"] != JobState.COMPLETED:
+            raise failed_precondition(f"job {job_id} is {job['state']}, not completed")
+        rounds = []
+        for row in self._store.rounds(job_id):
+            updates = self._store.updates(job_id, row["round"], row["attempt"])
+            if not row["new_version"] or not updates:
+                continue
+            rounds.append(
+                {
+                    "round": row["round"],
+                    "base_version": row["base_version"],
+                    "new_version": row["new_version"],
+                    "updates": [
+                        {"site": u.site, "digest": u.digest, "num_examples": u.num_examples}
+                        for u in updates
+                    ],
+                }
+            )
+        return {"job_id": job_id, "spec": spec, "rounds": rounds}
+
+    def job_blob(self, job_id: str, digest: str) -> None:
+        """Raises unless `digest` is one of the job's models or accepted updates."""
+        inputs = self.contribution_inputs(job_id)
+        known = {
+            digest
+            for row in inputs["rounds"]
+            for digest in (
+                row["base_version"],
+                row["new_version"],
+                *(u["digest"] for u in row["updates"]),
+            )
+        }
+        if digest not in known:
+            raise not_found(f"{digest[:16]}... is neither a model nor an update of job {job_id}")
+
+    def record_contributions(self, job_id: str, contributions: dict[str, Any]) -> dict[str, Any]:
+        """Keep a contribution computation's result with the job (the latest replaces any
+        earlier one) and in its events."""
+        self.contribution_inputs(job_id)  # the same preconditions
+        with self._wake:
+            self._store.update_job(job_id, contributions=json.dumps(contributions, sort_keys=True))
+            summary = ", ".join(
+                f"{site} {value:.4f}"
+                for site, value in sorted(contributions.get("shapley", {}).items())
+            )
+            job = self._job_or_raise(job_id)
+            self._store.add_event(job_id, job["round"], "contributions", "", summary)
+        return self.job_status(job_id)
+
     def list_jobs(self) -> list[dict[str, Any]]:
         return [job_summary(job) for job in self._store.jobs()]
 

@@ -119,6 +119,8 @@ def job_status(store: SchedulerStore, job: Mapping[str, Any]) -> dict[str, Any]:
     stored_events = store.events(job_id)
     return {
         **job_summary(job),
+        # Per-site contribution scores, once computed (`fedsilo job contributions`).
+        "contributions": json.loads(job.get("contributions") or "{}"),
         "metric": metric,
         "spec": spec,
         "history": history,

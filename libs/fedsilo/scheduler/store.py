@@ -120,6 +120,7 @@ class SchedulerStore:
         self._add_missing_column("rounds", "total_examples", "REAL NOT NULL DEFAULT 0")
         self._add_missing_column("rounds", "anomaly", "TEXT NOT NULL DEFAULT '{}'")
         self._add_missing_column("jobs", "excluded", "TEXT NOT NULL DEFAULT '{}'")
+        self._add_missing_column("jobs", "contributions", "TEXT NOT NULL DEFAULT '{}'")
 
     def _add_missing_column(self, table: str, column: str, ddl: str) -> None:
         columns = {row["name"] for row in self._db.query(f"PRAGMA table_info({table})")}
