@@ -110,8 +110,8 @@ bench-robust: $(STAMP)
 	$(PY) bench/robust_timing.py
 	$(PY) bench/robust_attacks.py $(ARGS)
 
-# Everything, one after the other (about an hour); figures in bench/results/*.json.
-bench: bench-aggregation bench-secagg bench-paillier bench-dp bench-rounds bench-control-plane bench-accuracy bench-privacy
+# Everything, one after the other (well over an hour); figures in bench/results/*.json.
+bench: bench-aggregation bench-secagg bench-paillier bench-dp bench-rounds bench-control-plane bench-accuracy bench-privacy bench-tasks bench-robust
 
 clean:
 	rm -rf $(VENV) .tools demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -181,6 +181,7 @@ def main() -> None:
         ),
         keys=KeyManagerKeys(keymanager),
         round_keys=KeyManagerRoundKeys(keymanager),
+        audit=audit_log,
     )
 
     def register(server: grpc.Server) -> list[str]:

@@ -109,6 +109,10 @@ def test_robust_rules_resist_a_poisoning_site_that_scores_highest_and_can_be_exc
         assert any(
             e["event"] == "site_excluded" and e["details"]["site"] == "mallory" for e in entries
         )
+        # Every plaintext round's scores are in the audit log, mallory's named anomalous.
+        scored = [e["details"] for e in entries if e["event"] == "anomaly_scores"]
+        assert scored and all("mallory" in d["scores"] for d in scored if len(d["scores"]) == 5)
+        assert any(d["anomalous"] == ["mallory"] for d in scored)
     finally:
         stop.set()
         federation.plane.stop()

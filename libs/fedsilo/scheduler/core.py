@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from fedsilo.audit import AuditLog
 from fedsilo.jobs import JobSpec
 from fedsilo.rpc.errors import RpcRejection
 from fedsilo.scheduler.aggregation import ShardQueue, pass_complete
@@ -72,9 +73,11 @@ class RoundCore:
         clock: Callable[[], float],
         keys: KeyService | None,
         round_keys: RoundKeyDirectory | None,
+        audit: AuditLog | None = None,
     ) -> None:
         self.store, self.clients, self.artifacts = store, clients, artifacts
         self.config, self.clock, self.keys, self.round_keys = config, clock, keys, round_keys
+        self.audit = audit
         self.lock = threading.RLock()
         self.wake = threading.Condition(self.lock)
         self.stopping = threading.Event()

@@ -187,6 +187,18 @@ def score_sites(
     for site, score in scores.items():
         SITE_ANOMALY.labels(job["job_id"], site).set(score["score"])
         SITE_ANOMALOUS_ROUNDS.labels(job["job_id"], site).set(score["streak"])
+    if control.audit is not None:
+        control.audit.append(
+            "anomaly_scores",
+            actor="scheduler",
+            job_id=job["job_id"],
+            round=job["round"],
+            threshold=control.config.anomaly_threshold,
+            scores={site: round(score["score"], 4) for site, score in scores.items()},
+            anomalous=sorted(
+                s for s, v in scores.items() if v["score"] > control.config.anomaly_threshold
+            ),
+        )
     return scores
 
 

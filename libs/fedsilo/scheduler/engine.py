@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fedsilo.aggregator.rules import check_rule
+from fedsilo.audit import AuditLog
 from fedsilo.jobs import JobSpec
 from fedsilo.rpc.errors import (
     RpcRejection,
@@ -59,9 +60,10 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         keys: KeyService | None = None,
         round_keys: RoundKeyDirectory | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._core = RoundCore(
-            store, clients, artifacts, config or SchedulerConfig(), clock, keys, round_keys
+            store, clients, artifacts, config or SchedulerConfig(), clock, keys, round_keys, audit
         )
         self._store = store
         self._artifacts = artifacts

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from fedsilo.audit import AuditLog
 from fedsilo.jobs import JobSpec
 from fedsilo.scheduler.declines import RoundDeclines
 from fedsilo.scheduler.secagg_round import SecAggState
@@ -119,6 +120,7 @@ class RoundControl(Protocol):
     keys: KeyService | None
     round_keys: RoundKeyDirectory | None
     clock: Callable[[], float]
+    audit: AuditLog | None  # the scheduler's audit log (anomaly scores go there)
 
     def to_phase(self, job: Job, phase: Phase, runtime: RoundRuntime) -> None:
         """Record the phase's time and move the job to `phase`."""
