@@ -136,18 +136,8 @@ class Scheduler:
     # contributions -------------------------------------------------------------------------
     def contribution_inputs(self, job_id: str) -> dict[str, Any]:
         """What a contribution computation reads: for each trained round, its starting
-        model and every accepted update (site, digest, examples). Only a completed plaintext
-        job has them: secure aggregation and Paillier hide each site's update by design."""
-        job = self._job_or_raise(job_id)
-        spec = json.loads(job["spec_json"])
-        if spec.get("protection", "none") != "none":
-            raise failed_precondition(
-                f"job {job_id} ran under {spec['protection']}: per-site contributions are not "
-                "computable from masked updates (only their sum was ever decrypted or "
-                "unmasked); the job's status shows the federation's figures, not the sites'"
-            )
-        if job["state"] != JobState.COMPLETED:
-            raise failed_precondition(f"job {job_id} is {job['state']}, not completed")
+        model and every accepted update (site, digest, examples)."""
+        spec = self._plaintext_completed(job_id)
         rounds = []
         for row in self._store.rounds(job_id):
             updates = self._store.updates(job_id, row["round"], row["attempt"])
@@ -168,23 +158,29 @@ class Scheduler:
 
     def job_blob(self, job_id: str, digest: str) -> None:
         """Raises unless `digest` is one of the job's models or accepted updates."""
-        inputs = self.contribution_inputs(job_id)
-        known = {
-            digest
-            for row in inputs["rounds"]
-            for digest in (
-                row["base_version"],
-                row["new_version"],
-                *(u["digest"] for u in row["updates"]),
-            )
-        }
-        if digest not in known:
+        self._plaintext_completed(job_id)
+        if not self._store.holds_blob(job_id, digest):
             raise not_found(f"{digest[:16]}... is neither a model nor an update of job {job_id}")
+
+    def _plaintext_completed(self, job_id: str) -> dict[str, Any]:
+        """The job's spec, if its per-site updates can be read: a completed plaintext job
+        (secure aggregation and Paillier hide each site's update by design)."""
+        job = self._job_or_raise(job_id)
+        spec: dict[str, Any] = json.loads(job["spec_json"])
+        if spec.get("protection", "none") != "none":
+            raise failed_precondition(
+                f"job {job_id} ran under {spec['protection']}: per-site contributions are not "
+                "computable from masked updates (only their sum was ever decrypted or "
+                "unmasked); the job's status shows the federation's figures, not the sites'"
+            )
+        if job["state"] != JobState.COMPLETED:
+            raise failed_precondition(f"job {job_id} is {job['state']}, not completed")
+        return spec
 
     def record_contributions(self, job_id: str, contributions: dict[str, Any]) -> dict[str, Any]:
         """Keep a contribution computation's result with the job (the latest replaces any
         earlier one) and in its events."""
-        self.contribution_inputs(job_id)  # the same preconditions
+        self._plaintext_completed(job_id)
         with self._wake:
             self._store.update_job(job_id, contributions=json.dumps(contributions, sort_keys=True))
             summary = ", ".join(

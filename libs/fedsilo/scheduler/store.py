@@ -203,6 +203,17 @@ class SchedulerStore:
                 ),
             )
 
+    def holds_blob(self, job_id: str, digest: str) -> bool:
+        """Whether `digest` is an update accepted in one of the job's completed rounds, or
+        one of those rounds' starting or resulting models."""
+        rows = self._db.query(
+            "SELECT 1 FROM updates JOIN rounds USING (job_id, round, attempt)"
+            " WHERE job_id = ? AND new_version != '' AND (digest = ? OR ? IN"
+            " (base_version, new_version)) LIMIT 1",
+            (job_id, digest, digest),
+        )
+        return bool(rows)
+
     def updates(self, job_id: str, round_: int, attempt: int) -> list[AcceptedUpdate]:
         rows = self._db.query(
             "SELECT * FROM updates WHERE job_id = ? AND round = ? AND attempt = ?"
